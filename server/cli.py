@@ -1,0 +1,254 @@
+"""The `rodeoai` command: serve, ingest, remove, sources, search, ask, index."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from server import logs
+from server.components import Components
+from server.config import Settings, SkillLevel
+from server.errors import AppError
+
+app = typer.Typer(
+    help="RodeoAI: an offline rodeo expert that answers with cited sources.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+index_app = typer.Typer(help="Inspect or rebuild the FAISS index.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
+console = Console(stderr=True)
+
+
+def _components(*, quiet: bool = False) -> Components:
+    settings = Settings()
+    logs.configure("WARNING" if quiet else settings.log_level, as_json=settings.log_json)
+    return Components(settings)
+
+
+def _fail(exc: AppError) -> None:
+    console.print(f"[red]error[/red] ({exc.code}): {exc.message}")
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address [default: RODEOAI_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: RODEOAI_PORT]")] = None,
+) -> None:
+    """Serve the web API (docs at /docs). Loads the starter knowledge on first run."""
+    import uvicorn
+
+    from server.main import create_app
+
+    settings = Settings()
+    logs.configure(settings.log_level, as_json=settings.log_json)
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_config=None,
+        access_log=False,
+    )
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to ingest")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
+    prune: Annotated[
+        bool, typer.Option(help="Remove documents whose files vanished from a given folder")
+    ] = True,
+) -> None:
+    """Add or update .md .txt .pdf .html .vtt .srt .jsonl files; unchanged ones are skipped."""
+    components = _components(quiet=True)
+    files, _ = components.ingestor.discover(paths)
+    with Progress(
+        TextColumn("[bold]ingesting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        transient=as_json,
+    ) as bar:
+        task = bar.add_task("", total=len(files))
+        summary = components.ingestor.ingest(
+            paths,
+            prune=prune,
+            progress=lambda path, done, total: bar.update(
+                task, completed=done, description=path.name
+            ),
+        )
+    for error in summary.errors:
+        console.print(f"[yellow]skipped[/yellow] {error['path']}: {error['message']}")
+    if as_json:
+        print(json.dumps(summary.as_dict(), indent=2))
+    else:
+        print(summary.line())
+    if summary.errors and not (
+        summary.added_documents or summary.updated_documents or summary.unchanged_documents
+    ):
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def remove(
+    source: Annotated[str, typer.Argument(help="Source name, as `sources` lists it")],
+) -> None:
+    """Delete a document and its chunks."""
+    components = _components(quiet=True)
+    try:
+        chunks = components.ingestor.remove(source)
+    except AppError as exc:
+        _fail(exc)
+    print(f"removed {source} ({chunks} chunks)")
+
+
+@app.command()
+def sources(
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON")] = False,
+) -> None:
+    """List ingested documents."""
+    from sqlmodel import select
+
+    from server.db import Document, read_session
+
+    components = _components(quiet=True)
+    with read_session(components.engine) as session:
+        docs = session.exec(select(Document).order_by(Document.source)).all()
+    rows = [
+        {
+            "source": d.source,
+            "title": d.title,
+            "kind": d.kind,
+            "chunks": d.chunk_count,
+            "updated_at": d.updated_at.isoformat(),
+        }
+        for d in docs
+    ]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("source", "title", "kind", "chunks")
+    for row in rows:
+        table.add_row(str(row["source"]), str(row["title"]), str(row["kind"]), str(row["chunks"]))
+    Console().print(table)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for")],
+    k: Annotated[int, typer.Option("--k", help="How many hits")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON")] = False,
+) -> None:
+    """Hybrid search (FAISS + bm25) over the knowledge base."""
+    components = _components(quiet=True)
+    try:
+        hits = components.retriever.search(query, k)
+    except AppError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps([h.as_dict() for h in hits], indent=2))
+        return
+    for rank, hit in enumerate(hits, start=1):
+        print(
+            f"{rank}. {hit.title} - {hit.source}" + (f" ({hit.location})" if hit.location else "")
+        )
+        print(f"   {hit.text[:200].replace(chr(10), ' ')}...")
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="Your question")],
+    skill: Annotated[SkillLevel | None, typer.Option(help="Depth of the answer")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON")] = False,
+) -> None:
+    """Answer a question with the local model, citing sources."""
+    components = _components(quiet=True)
+    level = skill or components.settings.default_skill_level
+    try:
+        answer = asyncio.run(
+            components.chat.answer([{"role": "user", "content": question}], skill_level=level)
+        )
+    except AppError as exc:
+        _fail(exc)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "answer": answer.response,
+                    "sources": answer.sources,
+                    "model": answer.model,
+                    "backend": answer.backend,
+                    "latency_ms": answer.latency_ms,
+                    "chunks_used": answer.chunks_used,
+                    "skipped_backends": answer.skipped_backends,
+                },
+                indent=2,
+            )
+        )
+        return
+    print(answer.response)
+    print()
+    for source in answer.sources:
+        where = f" ({source['location']})" if source["location"] else ""
+        print(f"[{source['n']}] {source['title']} - {source['source']}{where}")
+    console.print(f"[dim]{answer.backend}/{answer.model}, {answer.latency_ms} ms[/dim]")
+
+
+@index_app.command("rebuild")
+def index_rebuild(
+    reembed: Annotated[
+        bool, typer.Option(help="Re-encode every chunk (after changing the embedder)")
+    ] = False,
+) -> None:
+    """Rebuild the FAISS index from the embeddings stored in SQLite."""
+    components = _components(quiet=True)
+    index = components.unopened_index
+    try:
+        if reembed:
+            components.make_ingestor(index).reembed()
+        else:
+            index.check_embedder(components.engine)
+            index.rebuild(components.engine)
+    except AppError as exc:
+        _fail(exc)
+    print(f"rebuilt: {index.count} vectors, generation {index.generation}")
+
+
+@index_app.command("status")
+def index_status() -> None:
+    """Show the index manifest next to the database counts."""
+    from server.db import counts, current_generation
+    from server.rag.vector_index import IndexCorrupt, VectorIndex
+
+    components = _components(quiet=True)
+    documents, chunks = counts(components.engine)
+    index = VectorIndex(components.settings.index_dir, embedder="?", dimension=0)
+    try:
+        manifest: object = index.read_manifest().__dict__
+    except IndexCorrupt as exc:
+        manifest = f"unusable: {exc}"
+    print(
+        json.dumps(
+            {
+                "documents": documents,
+                "chunks": chunks,
+                "database_generation": current_generation(components.engine),
+                "manifest": manifest,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,122 @@
+"""Builds the long-lived parts (database, embedder, index, retriever, backends) from settings.
+
+The web app and the CLI share this, so both see the same data in the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+
+from sqlalchemy import Engine
+
+from server.chat import ChatService
+from server.config import Settings
+from server.db import make_engine
+from server.errors import AppError
+from server.llm.base import Backend
+from server.llm.chain import FailoverChain
+from server.llm.extractive import ExtractiveBackend
+from server.llm.llamacpp import LlamaCppBackend, resolve_model_path
+from server.rag.embedder import Embedder, load_embedder
+from server.rag.ingest import Ingestor
+from server.rag.retriever import Retriever
+from server.rag.vector_index import VectorIndex
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Components:
+    settings: Settings
+
+    @cached_property
+    def engine(self) -> Engine:
+        return make_engine(self.settings.database_path)
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        return load_embedder(self.settings.embedder_path)
+
+    @cached_property
+    def unopened_index(self) -> VectorIndex:
+        return VectorIndex(
+            self.settings.index_dir, embedder=self.embedder.name, dimension=self.embedder.dimension
+        )
+
+    @cached_property
+    def index(self) -> VectorIndex:
+        index = self.unopened_index
+        outcome = index.open(self.engine)
+        log.info(
+            "vector index %s: %d vectors, generation %d", outcome, index.count, index.generation
+        )
+        return index
+
+    @cached_property
+    def ingestor(self) -> Ingestor:
+        return self.make_ingestor(self.index)
+
+    def make_ingestor(self, index: VectorIndex) -> Ingestor:
+        return Ingestor(
+            self.engine,
+            self.embedder,
+            index,
+            knowledge_dir=self.settings.knowledge_dir,
+            chunk_tokens=self.settings.chunk_tokens,
+            chunk_overlap=self.settings.chunk_overlap,
+        )
+
+    @cached_property
+    def retriever(self) -> Retriever:
+        return Retriever(
+            self.engine,
+            self.embedder,
+            self.index,
+            candidates=self.settings.candidates,
+            rrf_k=self.settings.rrf_k,
+        )
+
+    @cached_property
+    def chain(self) -> FailoverChain:
+        backends: list[Backend] = []
+        for name in self.settings.backend_order:
+            if name == "llamacpp":
+                try:
+                    backends.append(self.llamacpp())
+                except AppError as exc:  # a missing model must not take the box down
+                    log.warning("llamacpp backend disabled: %s", exc.message)
+            elif name == "extractive":
+                backends.append(ExtractiveBackend())
+        return FailoverChain(backends, cooldown_s=self.settings.backend_cooldown_s)
+
+    def llamacpp(self) -> LlamaCppBackend:
+        s = self.settings
+        return LlamaCppBackend(
+            resolve_model_path(s.llm_model, s.models_dir),
+            context=s.llm_context,
+            threads=s.llm_threads,
+            repeat_penalty=s.llm_repeat_penalty,
+            slots=s.llm_slots,
+            queue=s.llm_queue,
+        )
+
+    @cached_property
+    def chat(self) -> ChatService:
+        return ChatService(self.retriever, self.chain, self.embedder, self.settings)
+
+    def load_starter_knowledge(self) -> None:
+        """First run: fill an empty database from the knowledge folder."""
+        from server.db import counts
+
+        documents, _ = counts(self.engine)
+        folder = self.settings.knowledge_dir
+        if documents or not self.settings.autoload_knowledge:
+            return
+        if not folder.is_dir():
+            log.warning("no documents loaded and knowledge folder %s does not exist", folder)
+            return
+        log.info("first run: loading starter knowledge from %s", folder)
+        summary = self.ingestor.ingest([folder])
+        log.info("starter knowledge: %s", summary.line())

@@ -1,0 +1,122 @@
+"""One settings object for the whole app: RODEOAI_* environment variables and `.env`.
+
+This module imports nothing from the rest of the package so everything else can depend on it.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SkillLevel = Literal["beginner", "intermediate", "advanced", "pro"]
+
+
+class Settings(BaseSettings):
+    """Every tunable of RodeoAI. See `.env.example` for the documented list."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RODEOAI_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- where things live -------------------------------------------------------------
+    data_dir: Path = Field(
+        default=Path("."),
+        description="Folder holding the SQLite database (rodeoai.db) and the FAISS index (index/).",
+    )
+    knowledge_dir: Path = Field(
+        default=Path("knowledge"), description="Starter knowledge loaded on first run."
+    )
+    models_dir: Path = Field(default=Path("models"), description="Folder of extra GGUF files.")
+    autoload_knowledge: bool = Field(
+        default=True, description="Ingest knowledge_dir at start-up when the database is empty."
+    )
+
+    # --- embedded models ---------------------------------------------------------------
+    embedder_path: str | None = Field(
+        default=None,
+        description="Local sentence-transformers folder. Empty: the bundled all-MiniLM-L6-v2.",
+    )
+    llm_model: str | None = Field(
+        default=None,
+        description="A .gguf path, or a file name in models_dir. Empty: bundled SmolLM2-135M.",
+    )
+    llm_context: int = Field(default=2048, ge=512, le=131072)
+    llm_threads: int = Field(default=0, ge=0, description="0 means one per CPU core.")
+    llm_max_tokens: int = Field(default=256, ge=16, le=4096)
+    llm_temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    llm_repeat_penalty: float = Field(default=1.2, ge=1.0, le=2.0)
+    llm_slots: int = Field(default=1, ge=1, description="Concurrent generations in process.")
+    llm_queue: int = Field(default=8, ge=0, description="Requests allowed to wait for a slot.")
+    backends: str = Field(
+        default="llamacpp,extractive",
+        description="Failover order. Known: llamacpp, extractive.",
+    )
+    generation_timeout_s: float = Field(default=120.0, gt=0)
+    backend_cooldown_s: float = Field(default=30.0, ge=0)
+
+    # --- retrieval ---------------------------------------------------------------------
+    chunk_tokens: int = Field(default=180, ge=32, le=512)
+    chunk_overlap: int = Field(default=40, ge=0, le=256)
+    top_k: int = Field(default=4, ge=1, le=20, description="Chunks placed in the prompt.")
+    candidates: int = Field(default=40, ge=5, le=500, description="Per-retriever pool for RRF.")
+    rrf_k: int = Field(default=60, ge=1)
+    context_token_budget: int = Field(default=900, ge=100)
+    facts_in_prompt: int = Field(
+        default=6, ge=1, le=30, description="Best source sentences given to the model."
+    )
+    evidence_points: int = Field(
+        default=3, ge=0, le=10, description="Source sentences quoted under each answer."
+    )
+    grounding_check: bool = Field(
+        default=True, description="Replace answers that state numbers absent from the sources."
+    )
+
+    default_skill_level: SkillLevel = Field(
+        default="intermediate", description="Depth of answers when the request gives none."
+    )
+
+    # --- HTTP --------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    max_question_chars: int = Field(default=4000, ge=10)
+    max_messages: int = Field(default=50, ge=1)
+    log_level: str = "INFO"
+    log_json: bool = Field(default=False, description="One JSON object per log line.")
+
+    @field_validator("backends")
+    @classmethod
+    def _known_backends(cls, value: str) -> str:
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        unknown = set(names) - {"llamacpp", "extractive"}
+        if not names or unknown:
+            raise ValueError(f"unknown backend(s) {sorted(unknown)}; known: llamacpp, extractive")
+        return ",".join(names)
+
+    @field_validator("chunk_overlap")
+    @classmethod
+    def _overlap_below_size(cls, value: int, info: object) -> int:
+        size = getattr(info, "data", {}).get("chunk_tokens", 200)
+        if value >= size:
+            raise ValueError("chunk_overlap must be smaller than chunk_tokens")
+        return value
+
+    @cached_property
+    def backend_order(self) -> list[str]:
+        return self.backends.split(",")
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "rodeoai.db"
+
+    @property
+    def database_url(self) -> str:
+        return f"sqlite:///{self.database_path}"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"

@@ -1,0 +1,153 @@
+"""SQLite storage: the source of truth for documents, chunks and their embeddings.
+
+The FAISS index is only a cache of the `chunk.embedding` column and can always be rebuilt
+from here. Lexical search uses an FTS5 table kept in step with `chunk` by triggers, so
+the two can never disagree after a crash.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, event, text
+from sqlmodel import Field, Session, SQLModel, create_engine
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Document(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(unique=True, index=True, description="Stable name, e.g. knowledge/x.md")
+    title: str
+    kind: str = Field(description="md, txt, pdf, html, vtt, srt or jsonl")
+    content_hash: str = Field(index=True, description="sha256 of the raw file bytes")
+    category: str | None = None
+    events_json: str = Field(default="[]")
+    skill_level: str | None = None
+    basis: str | None = Field(default=None, description="Front-matter source or basis line")
+    owner_id: int | None = Field(default=None, index=True, description="None: shared knowledge")
+    chunk_count: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def events(self) -> list[str]:
+        value = json.loads(self.events_json or "[]")
+        return [str(v) for v in value] if isinstance(value, list) else []
+
+
+class Chunk(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    document_id: int = Field(foreign_key="document.id", index=True, ondelete="CASCADE")
+    ordinal: int
+    text: str
+    heading: str | None = None
+    location: str | None = Field(default=None, description="Heading path, page or timestamp")
+    token_count: int
+    content_hash: str = Field(index=True)
+    embedding: bytes = Field(description="float32 vector, L2-normalised")
+
+
+class Meta(SQLModel, table=True):
+    key: str = Field(primary_key=True)
+    value: str
+
+
+_FTS_DDL = [
+    "CREATE VIRTUAL TABLE IF NOT EXISTS chunk_fts USING fts5("
+    "title, heading, text, tokenize='porter unicode61 remove_diacritics 2')",
+    "CREATE TRIGGER IF NOT EXISTS chunk_fts_insert AFTER INSERT ON chunk BEGIN "
+    "INSERT INTO chunk_fts(rowid, title, heading, text) VALUES (new.id, "
+    "(SELECT title FROM document WHERE id = new.document_id), "
+    "coalesce(new.heading, ''), new.text); END",
+    "CREATE TRIGGER IF NOT EXISTS chunk_fts_delete AFTER DELETE ON chunk BEGIN "
+    "DELETE FROM chunk_fts WHERE rowid = old.id; END",
+]
+
+
+def make_engine(database_path: Path) -> Engine:
+    """An engine with the pragmas SQLite needs for safe concurrent use."""
+    database_path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        f"sqlite:///{database_path}",
+        connect_args={"check_same_thread": False, "timeout": 30},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Autocommit at the driver level; SQLAlchemy's "begin" hook below issues BEGIN.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # Writers take the lock up front: a deferred BEGIN that later upgrades to a
+        # write lock fails with SQLITE_BUSY under contention instead of waiting.
+        immediate = conn.get_execution_options().get("sqlite_immediate", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    SQLModel.metadata.create_all(engine)
+    with engine.begin() as conn:
+        for ddl in _FTS_DDL:
+            conn.exec_driver_sql(ddl)
+    return engine
+
+
+@contextmanager
+def read_session(engine: Engine) -> Iterator[Session]:
+    with Session(engine, expire_on_commit=False) as session:
+        yield session
+
+
+@contextmanager
+def write_session(engine: Engine) -> Iterator[Session]:
+    """A session whose transaction starts with BEGIN IMMEDIATE and commits on exit."""
+    with Session(engine.execution_options(sqlite_immediate=True), expire_on_commit=False) as s:
+        yield s
+        s.commit()
+
+
+def get_meta(session: Session, key: str, default: str | None = None) -> str | None:
+    row = session.get(Meta, key)
+    return row.value if row else default
+
+
+def set_meta(session: Session, key: str, value: str) -> None:
+    row = session.get(Meta, key)
+    if row:
+        row.value = value
+    else:
+        session.add(Meta(key=key, value=value))
+
+
+def bump_generation(session: Session) -> int:
+    """Each committed change to chunks gets a new generation number; the index records it."""
+    generation = int(get_meta(session, "generation", "0") or 0) + 1
+    set_meta(session, "generation", str(generation))
+    return generation
+
+
+def current_generation(engine: Engine) -> int:
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT value FROM meta WHERE key = 'generation'")).first()
+    return int(row[0]) if row else 0
+
+
+def counts(engine: Engine) -> tuple[int, int]:
+    """(documents, chunks)."""
+    with engine.connect() as conn:
+        docs = conn.execute(text("SELECT count(*) FROM document")).scalar_one()
+        chunks = conn.execute(text("SELECT count(*) FROM chunk")).scalar_one()
+    return int(docs), int(chunks)

