@@ -106,6 +106,11 @@ class Components:
     def chat(self) -> ChatService:
         return ChatService(self.retriever, self.chain, self.embedder, self.settings)
 
+    def chunk_total(self) -> int:
+        from server.db import counts
+
+        return counts(self.engine)[1]
+
     def load_starter_knowledge(self) -> None:
         """First run: fill an empty database from the knowledge folder."""
         from server.db import counts

@@ -21,6 +21,7 @@ from server.components import Components
 from server.config import Settings
 from server.errors import AppError, error_body
 from server.routes import chat, health, search
+from server.routes.docs import install_docs
 
 log = logging.getLogger("server.http")
 
@@ -173,12 +174,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Offline rodeo expert: answers with cited sources from a local knowledge "
         'base. Every error has the shape {"error": {"code", "message"}}.',
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.components = components
     app.state.settings = settings
     _install_error_handlers(app)
     for module in (chat, search, health):
         app.include_router(module.router)
+    install_docs(app)
     app.add_middleware(GuardMiddleware, max_body=settings.max_body_bytes)
     return app
 

@@ -1,0 +1,81 @@
+"""Shared fixtures. Everything runs on the real bundled models, real SQLite and real FAISS;
+each test gets its own data folder, except read-only tests that share one ingested copy of
+the starter knowledge (ingesting it takes seconds, so it happens once per session)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from server.components import Components
+from server.config import Settings
+from server.main import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+KNOWLEDGE = ROOT / "knowledge"
+
+MakeSettings = Callable[..., Settings]
+
+
+def settings_for(data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "knowledge_dir": KNOWLEDGE,
+        "autoload_knowledge": False,
+        "log_level": "WARNING",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> MakeSettings:
+    def make(**overrides: Any) -> Settings:
+        return settings_for(tmp_path / "data", **overrides)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def shared_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data folder with the starter knowledge ingested; tests must not modify it."""
+    data = tmp_path_factory.mktemp("shared-data")
+    components = Components(settings_for(data))
+    summary = components.ingestor.ingest([KNOWLEDGE])
+    assert summary.added_documents >= 30 and not summary.errors
+    return data
+
+
+@pytest.fixture(scope="session")
+def shared_components(shared_data: Path) -> Components:
+    return Components(settings_for(shared_data))
+
+
+@pytest.fixture(scope="session")
+def client(shared_data: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(settings_for(shared_data)), raise_server_exceptions=False) as c:
+        yield c
+
+
+def run_cli(*args: str, data_dir: Path, timeout: float = 180,
+            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real `rodeoai` console script in a clean process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RODEOAI_")}
+    env.update({
+        "RODEOAI_DATA_DIR": str(data_dir),
+        "RODEOAI_KNOWLEDGE_DIR": str(KNOWLEDGE),
+        "RODEOAI_LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
+    })
+    exe = shutil.which("rodeoai", path=str(Path(sys.executable).parent)) or "rodeoai"
+    return subprocess.run(
+        [exe, *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT
+    )

@@ -1,0 +1,92 @@
+"""SIGKILL during ingestion: after a restart the database and the index agree, and nothing
+committed is lost or half-applied."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sqlalchemy import text
+
+from server.components import Components
+from tests.conftest import ROOT, settings_for
+
+PARAGRAPH = (
+    "Roping drill {i}: the header swings a {n} foot loop while the horse rates the steer, and "
+    "the heeler waits for the hop before delivering under the belly. "
+)
+
+
+def write_corpus(folder: Path, files: int) -> None:
+    folder.mkdir()
+    for i in range(files):
+        body = "\n\n".join(PARAGRAPH.format(i=i, n=5 + (i + k) % 4) * 3 for k in range(4))
+        (folder / f"drill-{i:03d}.md").write_text(f"# Drill {i}\n\n## Practice\n\n{body}\n")
+
+
+def documents_in(db: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+            return int(conn.execute("SELECT count(*) FROM document").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def start_ingest(data: Path, corpus: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "RODEOAI_DATA_DIR": str(data), "RODEOAI_LOG_LEVEL": "WARNING"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "ingest", str(corpus)], env=env, cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def kill_after(process: subprocess.Popen[bytes], db: Path, documents: int) -> int:
+    deadline = time.monotonic() + 120
+    while documents_in(db) < documents and time.monotonic() < deadline:
+        assert process.poll() is None, "ingestion finished before it could be killed"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    return documents_in(db)
+
+
+def assert_consistent(components: Components) -> None:
+    with components.engine.connect() as conn:
+        chunks = conn.execute(text("SELECT count(*) FROM chunk")).scalar_one()
+        fts = conn.execute(text("SELECT count(*) FROM chunk_fts")).scalar_one()
+        half_applied = conn.execute(text(
+            "SELECT count(*) FROM document d WHERE d.chunk_count != "
+            "(SELECT count(*) FROM chunk c WHERE c.document_id = d.id)"
+        )).scalar_one()
+    assert components.index.count == chunks == fts
+    assert half_applied == 0
+
+
+def test_sigkill_mid_ingestion_leaves_a_consistent_restartable_store(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    write_corpus(corpus, 160)
+    data = tmp_path / "data"
+    db = data / "rodeoai.db"
+
+    for target in (5, 60):  # kill early, then again after the restart has made progress
+        process = start_ingest(data, corpus)
+        committed = kill_after(process, db, target)
+        assert 0 < committed < 160
+        restarted = Components(settings_for(data))
+        assert_consistent(restarted)  # index rebuilt from SQLite where it lagged
+        hit = restarted.retriever.search("heeler waits for the hop", 1)[0]
+        assert hit.source.endswith(".md")
+        assert documents_in(db) >= committed  # nothing committed was lost
+
+    finished = Components(settings_for(data))
+    summary = finished.ingestor.ingest([corpus])
+    assert summary.skipped_files == 0
+    assert summary.added_documents + summary.unchanged_documents == 160
+    assert summary.unchanged_documents >= 60
+    assert documents_in(db) == 160
+    assert_consistent(finished)
