@@ -54,6 +54,7 @@ class ChatAnswer:
     skill_level: str
     skipped_backends: list[dict[str, str]] = field(default_factory=list)
     time_to_first_token_ms: int | None = None
+    generation_ms: int = 0
     tokens_out: int = 0
 
 
@@ -119,6 +120,11 @@ class ChatService:
 
     def validate(self, messages: list[dict[str, str]]) -> tuple[str, list[dict[str, str]]]:
         """The question is the last user message; earlier turns are history."""
+        if len(messages) > self.settings.max_messages:
+            raise InvalidInput(
+                f"{len(messages)} messages sent; the limit is {self.settings.max_messages}",
+                code="too_many_messages",
+            )
         if not messages or messages[-1]["role"] != "user":
             raise InvalidInput("the last message must come from the user", code="no_question")
         question = messages[-1]["content"].strip()
@@ -156,8 +162,10 @@ class ChatService:
             temperature=self.settings.llm_temperature,
             timeout_s=self.settings.generation_timeout_s,
         )
+        generating = time.monotonic()
         generation = await self.chain.start(request)
         parts = [token async for token in generation.tokens]
+        generation_ms = int((time.monotonic() - generating) * 1000)
         backend, model, skipped = generation.backend, generation.model, list(generation.skipped)
         text = clean_answer("".join(parts), source_count=len(passages))
         evidence = " ".join([question, *(p.text for p in passages)])
@@ -195,6 +203,7 @@ class ChatService:
             skill_level=skill_level,
             skipped_backends=skipped,
             time_to_first_token_ms=int((generation.first_token_at - started) * 1000),
+            generation_ms=generation_ms,
             tokens_out=len(parts),
         )
 

@@ -65,16 +65,19 @@ def client(shared_data: Path) -> Iterator[TestClient]:
         yield c
 
 
-def run_cli(*args: str, data_dir: Path, timeout: float = 180,
-            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, data_dir: Path, timeout: float = 180, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the real `rodeoai` console script in a clean process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RODEOAI_")}
-    env.update({
-        "RODEOAI_DATA_DIR": str(data_dir),
-        "RODEOAI_KNOWLEDGE_DIR": str(KNOWLEDGE),
-        "RODEOAI_LOG_LEVEL": "WARNING",
-        **(extra_env or {}),
-    })
+    env.update(
+        {
+            "RODEOAI_DATA_DIR": str(data_dir),
+            "RODEOAI_KNOWLEDGE_DIR": str(KNOWLEDGE),
+            "RODEOAI_LOG_LEVEL": "WARNING",
+            **(extra_env or {}),
+        }
+    )
     exe = shutil.which("rodeoai", path=str(Path(sys.executable).parent)) or "rodeoai"
     return subprocess.run(
         [exe, *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT

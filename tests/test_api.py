@@ -13,7 +13,7 @@ from tests.conftest import MakeSettings
 QUESTION = "What rope length should a beginner header use?"
 
 
-def assert_error(response, status: int, code: str) -> dict:  # noqa: ANN001
+def assert_error(response, status: int, code: str) -> dict:
     assert response.status_code == status, response.text
     body = response.json()
     assert set(body) == {"error"}
@@ -26,8 +26,8 @@ def assert_error(response, status: int, code: str) -> dict:  # noqa: ANN001
 
 def test_chat_answers_the_beginner_rope_question_citing_knowledge(client: TestClient) -> None:
     response = client.post(
-        "/api/chat", json={"messages": [{"role": "user", "content": QUESTION}],
-                           "skill_level": "beginner"},
+        "/api/chat",
+        json={"messages": [{"role": "user", "content": QUESTION}], "skill_level": "beginner"},
     )
     assert response.status_code == 200, response.text
     body = response.json()
@@ -94,19 +94,26 @@ def test_security_headers_are_set(client: TestClient) -> None:
         ({"messages": [{"role": "assistant", "content": "hi"}]}, "no_question"),
         ({"messages": []}, "validation_error"),
         ({"messages": [{"role": "wizard", "content": "hi"}]}, "validation_error"),
-        ({"messages": [{"role": "user", "content": "hi"}], "skill_level": "guru"},
-         "validation_error"),
+        (
+            {"messages": [{"role": "user", "content": "hi"}], "skill_level": "guru"},
+            "validation_error",
+        ),
         ({"question": "missing messages"}, "validation_error"),
     ],
 )
-def test_bad_chat_input_gets_the_error_envelope(client: TestClient, payload: dict, code: str) -> None:
+def test_bad_chat_input_gets_the_error_envelope(
+    client: TestClient, payload: dict, code: str
+) -> None:
     assert_error(client.post("/api/chat", json=payload), 422, code)
 
 
 def test_malformed_json_and_unknown_routes_get_the_error_envelope(client: TestClient) -> None:
     assert_error(
-        client.post("/api/chat", content=b"{not json", headers={"content-type": "application/json"}),
-        422, "validation_error",
+        client.post(
+            "/api/chat", content=b"{not json", headers={"content-type": "application/json"}
+        ),
+        422,
+        "validation_error",
     )
     assert_error(client.get("/api/nothing-here"), 404, "not_found")
     assert_error(client.delete("/health"), 405, "method_not_allowed")
@@ -123,7 +130,8 @@ def test_empty_knowledge_base_is_a_clear_503(make_settings: MakeSettings) -> Non
     with TestClient(create_app(make_settings())) as empty:
         error = assert_error(
             empty.post("/api/chat", json={"messages": [{"role": "user", "content": QUESTION}]}),
-            503, "index_empty",
+            503,
+            "index_empty",
         )
         assert "rodeoai ingest" in error["message"]
         assert_error(empty.get("/api/search", params={"q": "rope"}), 503, "index_empty")

@@ -40,8 +40,11 @@ def documents_in(db: Path) -> int:
 def start_ingest(data: Path, corpus: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "RODEOAI_DATA_DIR": str(data), "RODEOAI_LOG_LEVEL": "WARNING"}
     return subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "ingest", str(corpus)], env=env, cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "server.cli", "ingest", str(corpus)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -59,10 +62,12 @@ def assert_consistent(components: Components) -> None:
     with components.engine.connect() as conn:
         chunks = conn.execute(text("SELECT count(*) FROM chunk")).scalar_one()
         fts = conn.execute(text("SELECT count(*) FROM chunk_fts")).scalar_one()
-        half_applied = conn.execute(text(
-            "SELECT count(*) FROM document d WHERE d.chunk_count != "
-            "(SELECT count(*) FROM chunk c WHERE c.document_id = d.id)"
-        )).scalar_one()
+        half_applied = conn.execute(
+            text(
+                "SELECT count(*) FROM document d WHERE d.chunk_count != "
+                "(SELECT count(*) FROM chunk c WHERE c.document_id = d.id)"
+            )
+        ).scalar_one()
     assert components.index.count == chunks == fts
     assert half_applied == 0
 

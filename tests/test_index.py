@@ -35,7 +35,7 @@ def reopen(components: Components) -> Components:
     return fresh
 
 
-def test_saved_index_loads_without_rebuilding(ingested: Components, caplog) -> None:  # noqa: ANN001
+def test_saved_index_loads_without_rebuilding(ingested: Components, caplog) -> None:
     files = sorted(p.name for p in ingested.settings.index_dir.iterdir())
     assert files == [f"chunks-{ingested.index.generation}.faiss", "manifest.json"]  # no temp files
     with caplog.at_level(logging.WARNING):
@@ -43,10 +43,18 @@ def test_saved_index_loads_without_rebuilding(ingested: Components, caplog) -> N
     assert "rebuilding" not in caplog.text
 
 
-@pytest.mark.parametrize("damage", ["delete_folder", "garbage_index", "garbage_manifest",
-                                    "truncated_index", "manifest_points_nowhere"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "delete_folder",
+        "garbage_index",
+        "garbage_manifest",
+        "truncated_index",
+        "manifest_points_nowhere",
+    ],
+)
 def test_missing_or_corrupt_index_is_rebuilt_with_a_log_line(
-    ingested: Components, damage: str, caplog  # noqa: ANN001
+    ingested: Components, damage: str, caplog
 ) -> None:
     folder = ingested.settings.index_dir
     index_file = next(folder.glob("chunks-*.faiss"))
@@ -67,7 +75,7 @@ def test_missing_or_corrupt_index_is_rebuilt_with_a_log_line(
 
 
 def test_index_older_than_the_database_is_rebuilt(
-    ingested: Components, tmp_path: Path, caplog  # noqa: ANN001
+    ingested: Components, tmp_path: Path, caplog
 ) -> None:
     folder = ingested.settings.index_dir
     backup = tmp_path / "old-index"

@@ -51,7 +51,9 @@ def folder(tmp_path: Path) -> Path:
     return docs
 
 
-def test_reingesting_unchanged_files_adds_nothing(make_settings: MakeSettings, folder: Path) -> None:
+def test_reingesting_unchanged_files_adds_nothing(
+    make_settings: MakeSettings, folder: Path
+) -> None:
     components = Components(make_settings())
     first = components.ingestor.ingest([folder])
     assert (first.added_documents, first.unchanged_documents) == (2, 0)
@@ -59,7 +61,11 @@ def test_reingesting_unchanged_files_adds_nothing(make_settings: MakeSettings, f
     chunks_before = all_chunk_texts(components)
 
     second = components.ingestor.ingest([folder])
-    assert (second.added_documents, second.updated_documents, second.unchanged_documents) == (0, 0, 2)
+    assert (second.added_documents, second.updated_documents, second.unchanged_documents) == (
+        0,
+        0,
+        2,
+    )
     assert second.added_chunks == 0 and second.removed_chunks == 0
     assert current_generation(components.engine) == generation
     assert all_chunk_texts(components) == chunks_before

@@ -12,7 +12,7 @@ from server.errors import IngestError
 from server.rag.loaders import clean_text, load_file
 
 
-def load(path: Path, content: str | bytes):  # noqa: ANN201
+def load(path: Path, content: str | bytes):
     raw = content.encode() if isinstance(content, str) else content
     path.write_bytes(raw)
     return load_file(path, raw)
@@ -93,10 +93,16 @@ def test_zero_width_characters_are_removed() -> None:
 @pytest.mark.parametrize(
     ("name", "body"),
     [
-        ("clinic.vtt", "WEBVTT\n\n00:00:01.000 --> 00:00:04.500\nSwing with your shoulder.\n\n"
-                       "00:01:05.000 --> 00:01:09.000\n<v Coach>Release at the peak.\n"),
-        ("clinic.srt", "1\n00:00:01,000 --> 00:00:04,500\nSwing with your shoulder.\n\n"
-                       "2\n00:01:05,000 --> 00:01:09,000\nRelease at the peak.\n"),
+        (
+            "clinic.vtt",
+            "WEBVTT\n\n00:00:01.000 --> 00:00:04.500\nSwing with your shoulder.\n\n"
+            "00:01:05.000 --> 00:01:09.000\n<v Coach>Release at the peak.\n",
+        ),
+        (
+            "clinic.srt",
+            "1\n00:00:01,000 --> 00:00:04,500\nSwing with your shoulder.\n\n"
+            "2\n00:01:05,000 --> 00:01:09,000\nRelease at the peak.\n",
+        ),
     ],
 )
 def test_transcripts_keep_timestamps(tmp_path: Path, name: str, body: str) -> None:

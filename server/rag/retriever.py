@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
@@ -19,6 +20,9 @@ _STOPWORDS = frozenset(
         "the their there this to was what when where which who why will with you your"
     ).split()
 )
+
+
+_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lexical")
 
 
 @dataclass
@@ -97,8 +101,11 @@ class Retriever:
                 code="index_empty",
             )
         pool = max(self.candidates, k)
+        # bm25 in SQLite and the embedder both release the GIL: run them side by side.
+        lexical = _POOL.submit(self.lexical, query, pool)
+        dense = self.dense(query, pool)
         fused: dict[int, float] = {}
-        for ranking in (self.dense(query, pool), self.lexical(query, pool)):
+        for ranking in (dense, lexical.result()):
             for rank, chunk_id in enumerate(ranking):
                 fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (self.rrf_k + rank + 1)
         best = sorted(fused.items(), key=lambda item: item[1], reverse=True)[:k]

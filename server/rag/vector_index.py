@@ -232,7 +232,8 @@ class VectorIndex:
         try:
             manifest = self.load()
         except IndexCorrupt as exc:
-            log.warning("rebuilding vector index from the database: %s", exc)
+            level = logging.WARNING if _chunk_count(engine) else logging.INFO
+            log.log(level, "rebuilding vector index from the database: %s", exc)
             self.rebuild(engine)
             return f"rebuilt ({exc})"
         if manifest.generation != generation or manifest.count != _chunk_count(engine):

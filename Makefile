@@ -1,0 +1,53 @@
+# RodeoAI: `make run` serves the app, `make test` runs the test suite. Both set up .venv first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+# pip keeps the llama-cpp-python wheel it built (minutes on 2 cores) in its cache, so a new
+# venv reuses it. torch is installed first and pinned: an open torch requirement would pull
+# the multi-GB CUDA build.
+TORCH  := torch==2.13.0
+
+.PHONY: run test lint format bench setup setup-dev clean help
+.DEFAULT_GOAL := help
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed-run
+
+setup: $(VENV)/.installed-run  ## Create .venv and install the app
+
+setup-dev: $(VENV)/.installed-dev  ## Create .venv and install the app with test tools
+
+run: setup  ## Set up, load the starter knowledge on first run, and serve on RODEOAI_PORT (8000)
+	$(BIN)/rodeoai serve
+
+test: setup-dev  ## Set up and run the test suite
+	$(BIN)/pytest
+
+lint: setup-dev  ## ruff and mypy
+	$(BIN)/ruff check server tests scripts
+	$(BIN)/ruff format --check server tests scripts
+	$(BIN)/mypy
+
+format: setup-dev  ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix server tests scripts
+	$(BIN)/ruff format server tests scripts
+
+bench: setup-dev  ## Print ingestion, search and answer benchmarks
+	$(BIN)/python scripts/benchmark.py
+
+clean:  ## Remove the venv and caches (not your data)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
