@@ -79,9 +79,7 @@ def bench_ingestion(components: Components) -> None:
     started = time.perf_counter()
     embedder._model.encode(texts, batch_size=32, normalize_embeddings=True)
     raw = time.perf_counter() - started
-    print(
-        f"== ingestion (starter knowledge, {summary.added_documents} documents, {chunks} chunks)"
-    )
+    print(f"== ingestion (starter knowledge, {summary.added_documents} documents, {chunks} chunks)")
     print(f"  rodeoai ingest            {chunks / ours:8.1f} chunks/s  ({ours:.2f} s)")
     print(f"  raw SentenceTransformer   {len(texts) / raw:8.1f} chunks/s  ({raw:.2f} s)")
     print(f"  ratio (ours / raw)        {(chunks / ours) / (len(texts) / raw):8.2f}")
