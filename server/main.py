@@ -25,12 +25,13 @@ from server.routes.docs import install_docs
 
 log = logging.getLogger("server.http")
 
+STRICT_CSP = (
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'self'; script-src 'self'; style-src 'self'"
+)
+# Swagger UI boots from one inline script; only /docs gets that allowance.
+DOCS_CSP = STRICT_CSP.replace("script-src 'self'", "script-src 'self' 'unsafe-inline'")
 SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
-        "frame-ancestors 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' "
-        "'unsafe-inline'"
-    ),
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
@@ -75,6 +76,8 @@ class GuardMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 extra = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+                csp = DOCS_CSP if scope["path"] == "/docs" else STRICT_CSP
+                extra.append((b"content-security-policy", csp.encode()))
                 message["headers"] = [
                     *message.get("headers", []),
                     *extra,

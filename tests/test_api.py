@@ -82,6 +82,7 @@ def test_openapi_and_docs_are_served_without_a_cdn(client: TestClient) -> None:
 def test_security_headers_are_set(client: TestClient) -> None:
     headers = client.get("/health").headers
     assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert "unsafe-inline" not in headers["content-security-policy"]
     assert headers["x-content-type-options"] == "nosniff"
     assert headers["referrer-policy"] == "no-referrer"
 
