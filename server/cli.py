@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +25,8 @@ app = typer.Typer(
 )
 index_app = typer.Typer(help="Inspect or rebuild the FAISS index.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
+users_app = typer.Typer(help="Manage accounts from the server's shell.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 console = Console(stderr=True)
 
 
@@ -248,6 +251,87 @@ def index_status() -> None:
             indent=2,
         )
     )
+
+
+def _read_password(password_stdin: bool) -> str:
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = typer.prompt("Password", hide_input=True)
+    if typer.prompt("Repeat", hide_input=True) != first:
+        console.print("[red]the passwords differ[/red]")
+        raise typer.Exit(code=2)
+    return str(first)
+
+
+@users_app.command("create-admin")
+def users_create_admin(
+    email: Annotated[str, typer.Argument(help="The administrator's e-mail")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input")
+    ] = False,
+) -> None:
+    """Create an administrator, or promote an existing account to administrator."""
+    components = _components(quiet=True)
+    try:
+        user = components.accounts.create_admin(email, _read_password(password_stdin))
+    except AppError as exc:
+        _fail(exc)
+    print(f"{user.email} is an administrator")
+
+
+@users_app.command("list")
+def users_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON")] = False,
+) -> None:
+    """List accounts."""
+    components = _components(quiet=True)
+    rows = [
+        {"id": u.id, "email": u.email, "role": u.role, "disabled": u.disabled, "plan": u.plan}
+        for u in components.accounts.list_users(limit=10_000)
+    ]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("id", "email", "role", "disabled", "plan")
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    Console().print(table)
+
+
+@users_app.command("set-role")
+def users_set_role(
+    email: Annotated[str, typer.Argument(help="Account e-mail")],
+    role: Annotated[str, typer.Argument(help="user, expert or admin")],
+) -> None:
+    """Change an account's role."""
+    components = _components(quiet=True)
+    user = next(
+        (
+            u
+            for u in components.accounts.list_users(limit=10_000)
+            if u.email == email.strip().lower()
+        ),
+        None,
+    )
+    try:
+        if user is None or user.id is None:
+            raise AppError(f"no account for {email}", code="not_found")
+        components.accounts.admin_update(user.id, role=role)
+    except AppError as exc:
+        _fail(exc)
+    print(f"{email} is now {role}")
+
+
+@users_app.command("reset-link")
+def users_reset_link(email: Annotated[str, typer.Argument(help="Account e-mail")]) -> None:
+    """Print a one-hour password reset token to hand to the user (no e-mail needed)."""
+    components = _components(quiet=True)
+    token = components.accounts.request_password_reset(email=email, ip="cli")
+    if token is None:
+        console.print(f"[red]error[/red]: no account for {email}")
+        raise typer.Exit(code=2)
+    print(f"reset token (valid one hour): {token}")
+    print("POST it with a new password to /api/auth/password-reset/confirm")
 
 
 if __name__ == "__main__":

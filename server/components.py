@@ -11,6 +11,7 @@ from functools import cached_property
 
 from sqlalchemy import Engine
 
+from server.accounts import AccountService
 from server.chat import ChatService
 from server.config import Settings
 from server.db import make_engine
@@ -19,10 +20,13 @@ from server.llm.base import Backend
 from server.llm.chain import FailoverChain
 from server.llm.extractive import ExtractiveBackend
 from server.llm.llamacpp import LlamaCppBackend, resolve_model_path
+from server.oauth import OAuthService
 from server.rag.embedder import Embedder, load_embedder
 from server.rag.ingest import Ingestor
 from server.rag.retriever import Retriever
 from server.rag.vector_index import VectorIndex
+from server.ratelimit import RateLimiter
+from server.security import AccessTokens, Passwords, load_signing_key
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +105,26 @@ class Components:
             slots=s.llm_slots,
             queue=s.llm_queue,
         )
+
+    @cached_property
+    def limiter(self) -> RateLimiter:
+        return RateLimiter(self.settings.rate_limit_storage)
+
+    @cached_property
+    def accounts(self) -> AccountService:
+        s = self.settings
+        key = load_signing_key(
+            s.secret_key.get_secret_value() if s.secret_key else None, s.data_dir
+        )
+        tokens = AccessTokens(
+            key, issuer=s.jwt_issuer, audience=s.jwt_audience, minutes=s.access_token_minutes
+        )
+        passwords = Passwords(concurrency=s.hash_concurrency)
+        return AccountService(self.engine, s, passwords, tokens, self.limiter)
+
+    @cached_property
+    def oauth(self) -> OAuthService:
+        return OAuthService(self.engine, self.settings, self.accounts)
 
     @cached_property
     def chat(self) -> ChatService:

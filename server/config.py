@@ -9,7 +9,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SkillLevel = Literal["beginner", "intermediate", "advanced", "pro"]
@@ -19,7 +19,11 @@ class Settings(BaseSettings):
     """Every tunable of RodeoAI. See `.env.example` for the documented list."""
 
     model_config = SettingsConfigDict(
-        env_prefix="RODEOAI_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="RODEOAI_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        env_ignore_empty=True,  # "RODEOAI_X=" in .env means "use the default"
     )
 
     # --- where things live -------------------------------------------------------------
@@ -79,6 +83,52 @@ class Settings(BaseSettings):
         default="intermediate", description="Depth of answers when the request gives none."
     )
 
+    # --- accounts and sign-in ----------------------------------------------------------
+    access_mode: Literal["open", "accounts"] = Field(
+        default="open",
+        description="open: guests may chat (with guest limits). accounts: sign-in required.",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Signs access tokens. Empty: generated once into DATA_DIR/secret.key.",
+    )
+    public_url: str = Field(
+        default="http://127.0.0.1:8000", description="Base URL users reach; OAuth redirects."
+    )
+    jwt_issuer: str = "rodeoai"
+    jwt_audience: str = "rodeoai-api"
+    access_token_minutes: int = Field(default=15, ge=1, le=60)
+    refresh_token_days: int = Field(default=30, ge=1, le=365)
+    hash_concurrency: int = Field(default=2, ge=1, description="argon2 hashes at once.")
+    min_password_length: int = Field(default=10, ge=8)
+    trust_forwarded_for: bool = Field(
+        default=False, description="Take the client IP from X-Forwarded-For (behind a proxy)."
+    )
+    cors_origins: list[str] = Field(default=[], description="Browser origins allowed (CORS).")
+    # Rate limits use the `limits` notation, e.g. "30/minute"; storage "memory://" or redis://.
+    rate_limit_storage: str = "memory://"
+    login_ip_limit: str = "60/minute"
+    login_account_limit: str = Field(
+        default="100/hour",
+        description="Sign-in attempts per account (so at most this many failures), then a "
+        "cool-down until the window passes.",
+    )
+    register_ip_limit: str = "20/hour"
+    refresh_ip_limit: str = "120/minute"
+    chat_user_limit: str = "30/minute"
+    chat_guest_limit: str = "10/minute"
+    # OAuth / OpenID Connect providers (each on when its client id is set).
+    oauth_google_client_id: str | None = None
+    oauth_google_client_secret: SecretStr | None = None
+    oauth_github_client_id: str | None = None
+    oauth_github_client_secret: SecretStr | None = None
+    oauth_oidc_name: str = Field(default="oidc", description="URL name of the generic provider.")
+    oauth_oidc_discovery_url: str | None = Field(
+        default=None, description="Issuer's /.well-known/openid-configuration URL."
+    )
+    oauth_oidc_client_id: str | None = None
+    oauth_oidc_client_secret: SecretStr | None = None
+
     # --- HTTP --------------------------------------------------------------------------
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -108,6 +158,24 @@ class Settings(BaseSettings):
     @cached_property
     def backend_order(self) -> list[str]:
         return self.backends.split(",")
+
+    @field_validator(
+        "login_ip_limit",
+        "login_account_limit",
+        "register_ip_limit",
+        "refresh_ip_limit",
+        "chat_user_limit",
+        "chat_guest_limit",
+    )
+    @classmethod
+    def _rate_limit_syntax(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a rate limit like '30/minute'") from exc
+        return value
 
     @property
     def database_path(self) -> Path:

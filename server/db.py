@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, UniqueConstraint, event, text
 from sqlmodel import Field, Session, SQLModel, create_engine
 
 
@@ -53,6 +53,89 @@ class Chunk(SQLModel, table=True):
     token_count: int
     content_hash: str = Field(index=True)
     embedding: bytes = Field(description="float32 vector, L2-normalised")
+
+
+class User(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(unique=True, index=True, description="Stored lower-cased")
+    display_name: str = ""
+    password_hash: str | None = Field(default=None, description="None for OAuth-only users")
+    role: str = Field(default="user", description="user, expert or admin")
+    skill_level: str | None = None
+    events_json: str = "[]"
+    classification: float | None = None
+    plan: str = "free"
+    credits: int = 0
+    disabled: bool = False
+    token_version: int = Field(default=0, description="Bumped to void every access token")
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def events(self) -> list[str]:
+        value = json.loads(self.events_json or "[]")
+        return [str(v) for v in value] if isinstance(value, list) else []
+
+
+class OAuthIdentity(SQLModel, table=True):
+    """An external account, keyed on (issuer, subject) and never on e-mail."""
+
+    __table_args__ = (UniqueConstraint("issuer", "subject"),)
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
+    provider: str
+    issuer: str
+    subject: str
+    email: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class SessionFamily(SQLModel, table=True):
+    """One sign-in: its refresh tokens rotate inside it, and revoking it ends them all."""
+
+    id: str = Field(primary_key=True)
+    user_id: int = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+    revoked_reason: str | None = None
+
+
+class RefreshToken(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    family_id: str = Field(foreign_key="sessionfamily.id", index=True, ondelete="CASCADE")
+    token_hash: str = Field(unique=True, index=True)
+    expires_at: datetime
+    used_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiKey(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
+    name: str
+    prefix: str = Field(description="First characters, shown so users can tell keys apart")
+    key_hash: str = Field(unique=True, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class OAuthState(SQLModel, table=True):
+    """A pending OAuth login: single use, short-lived, checked on the callback."""
+
+    state_hash: str = Field(primary_key=True)
+    provider: str
+    nonce: str
+    code_verifier: str
+    created_at: datetime = Field(default_factory=utcnow)
+    used_at: datetime | None = None
+
+
+class PasswordReset(SQLModel, table=True):
+    token_hash: str = Field(primary_key=True)
+    user_id: int = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
+    expires_at: datetime
+    used_at: datetime | None = None
 
 
 class Meta(SQLModel, table=True):

@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,7 +21,7 @@ from server import __version__, logs
 from server.components import Components
 from server.config import Settings
 from server.errors import AppError, error_body
-from server.routes import chat, health, search
+from server.routes import admin, auth, chat, health, search, users
 from server.routes.docs import install_docs
 
 log = logging.getLogger("server.http")
@@ -183,9 +184,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.components = components
     app.state.settings = settings
     _install_error_handlers(app)
-    for module in (chat, search, health):
+    for module in (chat, search, health, auth, users, admin):
         app.include_router(module.router)
     install_docs(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=False,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     app.add_middleware(GuardMiddleware, max_body=settings.max_body_bytes)
     return app
 

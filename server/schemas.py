@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from server.config import SkillLevel
 
@@ -74,3 +75,113 @@ class ErrorBody(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorBody
+
+
+# --- accounts ------------------------------------------------------------------------------
+Event = Literal[
+    "header",
+    "heeler",
+    "tie-down",
+    "breakaway",
+    "steer-wrestling",
+    "barrels",
+    "poles",
+    "goat-tying",
+    "saddle-bronc",
+    "bareback",
+    "bull-riding",
+    "steer-roping",
+]
+Role = Literal["user", "expert", "admin"]
+
+
+class StrictModel(BaseModel):
+    """Unknown fields are an error, so privileged fields cannot ride along unnoticed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegisterIn(StrictModel):
+    email: str = Field(max_length=320)
+    password: str = Field(max_length=1024)
+    display_name: str = Field(default="", max_length=100)
+
+
+class LoginIn(StrictModel):
+    email: str = Field(max_length=320)
+    password: str = Field(max_length=1024)
+
+
+class RefreshIn(StrictModel):
+    refresh_token: str = Field(max_length=200)
+
+
+class PasswordChangeIn(StrictModel):
+    current_password: str = Field(max_length=1024)
+    new_password: str = Field(max_length=1024)
+
+
+class ResetRequestIn(StrictModel):
+    email: str = Field(max_length=320)
+
+
+class ResetConfirmIn(StrictModel):
+    token: str = Field(max_length=200)
+    new_password: str = Field(max_length=1024)
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: str = "bearer"
+    expires_in: int = Field(description="Seconds until the access token expires")
+
+
+class AcceptedOut(BaseModel):
+    status: Literal["accepted"] = "accepted"
+    message: str
+
+
+class UserOut(BaseModel):
+    id: int
+    email: str
+    display_name: str
+    role: Role
+    skill_level: SkillLevel | None
+    events: list[str]
+    classification: float | None
+    plan: str
+    credits: int
+    disabled: bool
+    created_at: datetime
+
+
+class ProfilePatch(StrictModel):
+    """What users may change about themselves. Role, plan and credits are not here."""
+
+    display_name: str | None = Field(default=None, max_length=100)
+    skill_level: SkillLevel | None = None
+    events: list[Event] | None = Field(default=None, max_length=12)
+    classification: float | None = Field(default=None, ge=0, le=10, multiple_of=0.5)
+
+
+class ApiKeyIn(StrictModel):
+    name: str = Field(default="key", max_length=100)
+
+
+class ApiKeyOut(BaseModel):
+    id: int
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key: str = Field(description="Shown once: store it now")
+
+
+class AdminUserPatch(StrictModel):
+    role: Role | None = None
+    disabled: bool | None = None

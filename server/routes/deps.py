@@ -1,12 +1,18 @@
-"""Shared FastAPI dependencies."""
+"""Shared FastAPI dependencies: the components, the caller, and role checks."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from server.accounts import Principal
 from server.components import Components
+from server.db import User
+from server.security import Forbidden, Unauthorized
+
+_bearer = HTTPBearer(auto_error=False, description="An access token or an API key (rk_...)")
 
 
 def get_components(request: Request) -> Components:
@@ -15,3 +21,61 @@ def get_components(request: Request) -> Components:
 
 
 ComponentsDep = Annotated[Components, Depends(get_components)]
+
+
+def client_ip(request: Request, components: ComponentsDep) -> str:
+    if components.settings.trust_forwarded_for:
+        forwarded = request.headers.get("x-forwarded-for", "")
+        if forwarded:
+            return forwarded.split(",")[0].strip()[:64]
+    return request.client.host if request.client else "unknown"
+
+
+ClientIp = Annotated[str, Depends(client_ip)]
+
+
+def optional_principal(
+    components: ComponentsDep,
+    ip: ClientIp,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The signed-in user, or a guest; a bad token is an error, never a silent guest."""
+    if credentials is None:
+        return Principal(user=None, guest_key=ip)
+    return components.accounts.authenticate(credentials.credentials)
+
+
+def current_principal(principal: Annotated[Principal, Depends(optional_principal)]) -> Principal:
+    if principal.user is None:
+        raise Unauthorized()
+    return principal
+
+
+def current_user(principal: Annotated[Principal, Depends(current_principal)]) -> User:
+    assert principal.user is not None
+    return principal.user
+
+
+def admin_user(user: Annotated[User, Depends(current_user)]) -> User:
+    if user.role != "admin":
+        raise Forbidden("administrators only")
+    return user
+
+
+def chat_principal(
+    principal: Annotated[Principal, Depends(optional_principal)], components: ComponentsDep
+) -> Principal:
+    """Who may chat: anyone in open mode (guests with their own limit), else signed-in users."""
+    settings = components.settings
+    if principal.user is None and settings.access_mode == "accounts":
+        raise Unauthorized("sign in to chat")
+    limit = settings.chat_user_limit if principal.user else settings.chat_guest_limit
+    components.limiter.hit(limit, "chat", principal.rate_key, what="questions")
+    return principal
+
+
+OptionalPrincipal = Annotated[Principal, Depends(optional_principal)]
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+CurrentUser = Annotated[User, Depends(current_user)]
+AdminUser = Annotated[User, Depends(admin_user)]
+ChatPrincipal = Annotated[Principal, Depends(chat_principal)]

@@ -1,0 +1,38 @@
+"""Administration: users and their roles."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from server.routes.deps import AdminUser, ComponentsDep
+from server.schemas import AdminUserPatch, ErrorOut, UserOut
+
+router = APIRouter(
+    prefix="/api/admin",
+    tags=["admin"],
+    responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}},
+)
+
+
+@router.get("/users", response_model=list[UserOut])
+def list_users(
+    _admin: AdminUser,
+    components: ComponentsDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> list[UserOut]:
+    return [
+        UserOut.model_validate(u, from_attributes=True)
+        for u in components.accounts.list_users(offset=offset, limit=limit)
+    ]
+
+
+@router.patch("/users/{user_id}", response_model=UserOut, responses={404: {"model": ErrorOut}})
+def update_user(
+    user_id: int, body: AdminUserPatch, _admin: AdminUser, components: ComponentsDep
+) -> UserOut:
+    """Change a role, or disable a user (which signs them out everywhere)."""
+    user = components.accounts.admin_update(user_id, role=body.role, disabled=body.disabled)
+    return UserOut.model_validate(user, from_attributes=True)
