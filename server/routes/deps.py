@@ -74,8 +74,18 @@ def chat_principal(
     return principal
 
 
+def reader_principal(
+    principal: Annotated[Principal, Depends(optional_principal)], components: ComponentsDep
+) -> Principal:
+    """Who may read the knowledge base: anyone in open mode, else signed-in users."""
+    if principal.user is None and components.settings.access_mode == "accounts":
+        raise Unauthorized("sign in to search")
+    return principal
+
+
 OptionalPrincipal = Annotated[Principal, Depends(optional_principal)]
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 CurrentUser = Annotated[User, Depends(current_user)]
 AdminUser = Annotated[User, Depends(admin_user)]
 ChatPrincipal = Annotated[Principal, Depends(chat_principal)]
+ReaderPrincipal = Annotated[Principal, Depends(reader_principal)]
