@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server.chat import build_messages, select_facts
+from server.prompting import build_messages, fit_passages, select_facts
 from server.components import Components
 from server.config import Settings
 from server.rag.chunking import chunk_sections
@@ -177,9 +177,7 @@ def bench_answers(components: Components) -> None:
     raw_latency, raw_rate = [], []
     for question in QUESTIONS:
         hits = components.retriever.search(question, components.settings.top_k)
-        from server.chat import _fit_passages
-
-        passages = _fit_passages(
+        passages = fit_passages(
             hits, components.embedder, components.settings.context_token_budget
         )
         facts = select_facts(

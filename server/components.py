@@ -14,12 +14,15 @@ from sqlalchemy import Engine
 from server.accounts import AccountService
 from server.chat import ChatService
 from server.config import Settings
+from server.conversations import ConversationStore
 from server.db import make_engine
 from server.errors import AppError
 from server.llm.base import Backend
 from server.llm.chain import FailoverChain
 from server.llm.extractive import ExtractiveBackend
 from server.llm.llamacpp import LlamaCppBackend, resolve_model_path
+from server.llm.ollama_backend import OllamaBackend
+from server.llm.openai_backend import OpenAIBackend
 from server.oauth import OAuthService
 from server.rag.embedder import Embedder, load_embedder
 from server.rag.ingest import Ingestor
@@ -93,7 +96,23 @@ class Components:
                     log.warning("llamacpp backend disabled: %s", exc.message)
             elif name == "extractive":
                 backends.append(ExtractiveBackend())
+            elif name == "openai":
+                backends.append(self._openai())
+            elif name == "ollama":
+                backends.append(
+                    OllamaBackend(
+                        host=self.settings.ollama_host,
+                        model=self.settings.ollama_model,
+                        timeout=self.settings.generation_timeout_s,
+                    )
+                )
         return FailoverChain(backends, cooldown_s=self.settings.backend_cooldown_s)
+
+    def _openai(self) -> OpenAIBackend:
+        s = self.settings
+        # A base URL without a key is a local OpenAI-compatible server that wants none.
+        key = s.openai_api_key.get_secret_value() if s.openai_api_key else "not-needed"
+        return OpenAIBackend(api_key=key, model=s.openai_model, base_url=s.openai_base_url)
 
     def llamacpp(self) -> LlamaCppBackend:
         s = self.settings
@@ -128,7 +147,18 @@ class Components:
 
     @cached_property
     def chat(self) -> ChatService:
-        return ChatService(self.retriever, self.chain, self.embedder, self.settings)
+        return ChatService(
+            self.retriever,
+            self.chain,
+            self.embedder,
+            self.settings,
+            self.engine,
+            self.conversations,
+        )
+
+    @cached_property
+    def conversations(self) -> ConversationStore:
+        return ConversationStore(self.engine)
 
     def chunk_total(self) -> int:
         from server.db import counts

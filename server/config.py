@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SkillLevel = Literal["beginner", "intermediate", "advanced", "pro"]
+KNOWN_BACKENDS = ("openai", "ollama", "llamacpp", "extractive")
 
 
 class Settings(BaseSettings):
@@ -55,10 +56,18 @@ class Settings(BaseSettings):
     llm_repeat_penalty: float = Field(default=1.2, ge=1.0, le=2.0)
     llm_slots: int = Field(default=1, ge=1, description="Concurrent generations in process.")
     llm_queue: int = Field(default=8, ge=0, description="Requests allowed to wait for a slot.")
-    backends: str = Field(
-        default="llamacpp,extractive",
-        description="Failover order. Known: llamacpp, extractive.",
+    backends: str | None = Field(
+        default=None,
+        description="Failover order of openai, ollama, llamacpp, extractive. Empty: "
+        "openai,llamacpp,extractive with an OpenAI key, else llamacpp,extractive.",
     )
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = Field(
+        default=None, description="Any OpenAI-compatible server; empty: api.openai.com."
+    )
+    openai_model: str = Field(default="gpt-4o", description="Or a fine-tuned id, ft:...")
+    ollama_host: str = "http://127.0.0.1:11434"
+    ollama_model: str = "llama3.2"
     generation_timeout_s: float = Field(default=120.0, gt=0)
     backend_cooldown_s: float = Field(default=30.0, ge=0)
 
@@ -69,6 +78,9 @@ class Settings(BaseSettings):
     candidates: int = Field(default=40, ge=5, le=500, description="Per-retriever pool for RRF.")
     rrf_k: int = Field(default=60, ge=1)
     context_token_budget: int = Field(default=900, ge=100)
+    history_token_budget: int = Field(
+        default=300, ge=0, description="Earlier turns of a conversation put in the prompt."
+    )
     facts_in_prompt: int = Field(
         default=6, ge=1, le=30, description="Best source sentences given to the model."
     )
@@ -140,11 +152,15 @@ class Settings(BaseSettings):
 
     @field_validator("backends")
     @classmethod
-    def _known_backends(cls, value: str) -> str:
+    def _known_backends(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         names = [n.strip() for n in value.split(",") if n.strip()]
-        unknown = set(names) - {"llamacpp", "extractive"}
+        unknown = set(names) - set(KNOWN_BACKENDS)
         if not names or unknown:
-            raise ValueError(f"unknown backend(s) {sorted(unknown)}; known: llamacpp, extractive")
+            raise ValueError(
+                f"unknown backend(s) {sorted(unknown)}; known: {', '.join(KNOWN_BACKENDS)}"
+            )
         return ",".join(names)
 
     @field_validator("chunk_overlap")
@@ -157,7 +173,11 @@ class Settings(BaseSettings):
 
     @cached_property
     def backend_order(self) -> list[str]:
-        return self.backends.split(",")
+        if self.backends:
+            return self.backends.split(",")
+        if self.openai_api_key:
+            return ["openai", "llamacpp", "extractive"]
+        return ["llamacpp", "extractive"]
 
     @field_validator(
         "login_ip_limit",

@@ -138,6 +138,48 @@ class PasswordReset(SQLModel, table=True):
     used_at: datetime | None = None
 
 
+class Conversation(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
+    title: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class Message(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(foreign_key="conversation.id", index=True, ondelete="CASCADE")
+    role: str
+    content: str
+    sources_json: str = "[]"
+    backend: str | None = None
+    model: str | None = None
+    metrics_json: str = "{}"
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class AnswerMetric(SQLModel, table=True):
+    """One row per answer, whichever API asked: the raw material of the learning loop."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    question: str
+    response: str
+    chunks_used: int
+    sources_json: str = "[]"
+    model: str
+    backend: str
+    skipped_json: str = "[]"
+    skill_level: str
+    latency_ms: int
+    time_to_first_token_ms: int | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    api: str = Field(default="chat", description="chat, openai, ollama or ws")
+    user_id: int | None = Field(default=None, index=True)
+    conversation_id: int | None = Field(default=None, index=True)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
 class Meta(SQLModel, table=True):
     key: str = Field(primary_key=True)
     value: str

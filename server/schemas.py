@@ -18,8 +18,12 @@ class ChatMessage(BaseModel):
 class ChatRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1, max_length=200)
     skill_level: SkillLevel | None = Field(
-        default=None, description="Overrides the default depth: beginner ... pro."
+        default=None, description="Overrides the profile's depth: beginner ... pro."
     )
+    conversation_id: int | None = Field(
+        default=None, description="Continue this saved conversation (signed-in users)."
+    )
+    save: bool = Field(default=True, description="Save a signed-in user's exchange.")
 
 
 class SourceOut(BaseModel):
@@ -46,6 +50,10 @@ class ChatResponse(BaseModel):
     chunks_used: int
     skill_level: SkillLevel
     skipped_backends: list[SkippedBackend] = []
+    conversation_id: int | None = None
+    time_to_first_token_ms: int | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
 
 
 class SearchHit(BaseModel):
@@ -185,3 +193,37 @@ class ApiKeyCreated(ApiKeyOut):
 class AdminUserPatch(StrictModel):
     role: Role | None = None
     disabled: bool | None = None
+
+
+# --- conversations -------------------------------------------------------------------------
+class ConversationOut(BaseModel):
+    id: int
+    title: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class ConversationPage(BaseModel):
+    items: list[ConversationOut]
+    total: int
+    offset: int
+    limit: int
+
+
+class MessageOut(BaseModel):
+    id: int
+    role: str
+    content: str
+    sources: list[dict[str, object]]
+    backend: str | None
+    model: str | None
+    metrics: dict[str, object]
+    created_at: datetime
+
+
+class ConversationDetail(ConversationOut):
+    messages: list[MessageOut]
+
+
+class ConversationPatch(StrictModel):
+    title: str = Field(min_length=1, max_length=200)

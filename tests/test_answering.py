@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from server.chat import SKILL_GUIDANCE, build_messages, ungrounded_numbers
+from server.prompting import SKILL_GUIDANCE, build_messages, ungrounded_numbers
 from server.components import Components
 from server.llm.cleanup import clean_answer, dedupe_sentences, is_substantive, trim_runaway
 from tests.conftest import run_cli, settings_for

@@ -377,9 +377,12 @@ def test_admin_routes_check_the_role_and_disabling_revokes(
 
 
 # Every route with an object id, and how another user tries to reach someone else's object.
-OWNERSHIP_MATRIX = {
-    ("DELETE", "/api/users/me/api-keys/{key_id}"): "api_key",
-    ("PATCH", "/api/admin/users/{user_id}"): "user",
+OWNERSHIP_MATRIX: dict[tuple[str, str], tuple[str, dict[str, Any] | None]] = {
+    ("DELETE", "/api/users/me/api-keys/{key_id}"): ("api_key", None),
+    ("PATCH", "/api/admin/users/{user_id}"): ("user", {"role": "admin"}),
+    ("GET", "/api/conversations/{conversation_id}"): ("conversation", None),
+    ("PATCH", "/api/conversations/{conversation_id}"): ("conversation", {"title": "mine now"}),
+    ("DELETE", "/api/conversations/{conversation_id}"): ("conversation", None),
 }
 NOT_OBJECT_IDS = {"provider"}  # /api/auth/oauth/{provider}/... names a provider, not a record
 
@@ -404,16 +407,20 @@ def test_ownership_matrix_covers_every_route_with_an_object_id(
         "/api/users/me/api-keys", json={"name": "mine"}, headers=bearer(owner["access_token"])
     ).json()
     owner_id = api.get("/api/users/me", headers=bearer(owner["access_token"])).json()["id"]
-    ids = {"api_key": key["id"], "user": owner_id}
-    for (method, path), kind in OWNERSHIP_MATRIX.items():
-        url = path.replace("{key_id}", str(ids[kind])).replace("{user_id}", str(ids[kind]))
-        kwargs: dict[str, Any] = {"json": {"role": "admin"}} if method == "PATCH" else {}
+    store = api.app.state.components.conversations  # type: ignore[attr-defined]
+    conversation = store.create(owner_id, "owner's chat")
+    ids = {"api_key": key["id"], "user": owner_id, "conversation": conversation.id}
+    for (method, path), (kind, body) in OWNERSHIP_MATRIX.items():
+        url = path.split("{")[0] + str(ids[kind])
+        kwargs: dict[str, Any] = {"json": body} if body else {}
         as_intruder = api.request(method, url, headers=bearer(intruder["access_token"]), **kwargs)
         assert as_intruder.status_code in {403, 404}, (method, path, as_intruder.text)
         anonymous = api.request(method, url, **kwargs)
         assert anonymous.status_code == 401
-    # the owner's key survived every attempt
+    # the owner's objects survived every attempt
     assert me(api, key["key"]) == 200
+    mine = api.get(f"/api/conversations/{conversation.id}", headers=bearer(owner["access_token"]))
+    assert mine.status_code == 200 and mine.json()["title"] == "owner's chat"
     missing = api.delete("/api/users/me/api-keys/999999", headers=bearer(owner["access_token"]))
     assert missing.status_code == 404
 
