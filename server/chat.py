@@ -296,3 +296,18 @@ class ChatService:
 
 def answer_dict(answer: ChatAnswer) -> dict[str, Any]:
     return asdict(answer)
+
+
+def stream_tail(draft: str, answer: ChatAnswer) -> str:
+    """What a plain-text stream must add after the draft so the reader ends with the
+    checked answer: the quoted evidence, or a visible correction when the draft was
+    replaced. (The SSE API sends the final answer in its `done` event instead.)"""
+    final = answer.response
+    if answer.replaced:
+        return (
+            "\n\nCorrection: the draft above stated figures that are not in the sources. " + final
+        )
+    cleaned = clean_answer(draft, source_count=len(answer.sources))
+    core = final.split("\n\nFrom the sources:")[0]
+    evidence = final[len(core) :]
+    return (core[len(cleaned) :] if core.startswith(cleaned) else "") + evidence

@@ -106,7 +106,11 @@ class Components:
                         timeout=self.settings.generation_timeout_s,
                     )
                 )
-        return FailoverChain(backends, cooldown_s=self.settings.backend_cooldown_s)
+        return FailoverChain(
+            backends,
+            cooldown_s=self.settings.backend_cooldown_s,
+            first_token_timeout_s=self.settings.first_token_timeout_s,
+        )
 
     def _openai(self) -> OpenAIBackend:
         s = self.settings

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     ollama_host: str = "http://127.0.0.1:11434"
     ollama_model: str = "llama3.2"
     generation_timeout_s: float = Field(default=120.0, gt=0)
+    first_token_timeout_s: float = Field(
+        default=30.0, gt=0, description="A backend silent this long is skipped for the next."
+    )
     backend_cooldown_s: float = Field(default=30.0, ge=0)
 
     # --- retrieval ---------------------------------------------------------------------

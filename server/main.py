@@ -21,7 +21,17 @@ from server import __version__, logs
 from server.components import Components
 from server.config import Settings
 from server.errors import AppError, error_body
-from server.routes import admin, auth, chat, conversations, health, search, users
+from server.routes import (
+    admin,
+    auth,
+    chat,
+    conversations,
+    health,
+    ollama_compat,
+    openai_compat,
+    search,
+    users,
+)
 from server.routes.docs import install_docs
 
 log = logging.getLogger("server.http")
@@ -184,7 +194,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.components = components
     app.state.settings = settings
     _install_error_handlers(app)
-    for module in (chat, conversations, search, health, auth, users, admin):
+    for module in (
+        chat,
+        conversations,
+        search,
+        health,
+        auth,
+        users,
+        admin,
+        openai_compat,
+        ollama_compat,
+    ):
         app.include_router(module.router)
     install_docs(app)
     if settings.cors_origins:

@@ -54,6 +54,14 @@ def shared_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return data
 
 
+@pytest.fixture
+def kb_settings(shared_data: Path, tmp_path: Path) -> Settings:
+    """Settings on a private copy of the ingested knowledge, for tests that write."""
+    from tests.servers import copy_data
+
+    return settings_for(copy_data(shared_data, tmp_path / "kb"))
+
+
 @pytest.fixture(scope="session")
 def shared_components(shared_data: Path) -> Components:
     return Components(settings_for(shared_data))

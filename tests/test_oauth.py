@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -18,13 +17,8 @@ from sqlmodel import select
 from server.components import Components
 from server.db import OAuthIdentity, OAuthState, read_session, write_session
 from tests.conftest import MakeSettings
+from tests.servers import free_port
 from tests.test_auth import PASSWORD, bearer, register
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

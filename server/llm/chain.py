@@ -25,66 +25,65 @@ class Generation:
     first_token_at: float = 0.0
 
 
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, StopAsyncIteration):
+        return "no output"
+    if isinstance(exc, TimeoutError):
+        return "no first token before the deadline"
+    return str(exc) or type(exc).__name__
+
+
 class FailoverChain:
-    def __init__(self, backends: list[Backend], *, cooldown_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        backends: list[Backend],
+        *,
+        cooldown_s: float = 30.0,
+        first_token_timeout_s: float = 30.0,
+    ) -> None:
         if not backends:
             raise ValueError("at least one backend is required")
         self.backends = backends
         self.cooldown_s = cooldown_s
-        self._failed_at: dict[str, float] = {}
+        self.first_token_timeout_s = first_token_timeout_s
+        self._failed_at: dict[int, float] = {}  # by position: two backends may share a name
 
     def describe(self) -> list[dict[str, object]]:
         return [b.describe() for b in self.backends]
 
     async def start(self, request: GenerationRequest) -> Generation:
         skipped: list[dict[str, str]] = []
-        for backend in self.backends:
-            failed = self._failed_at.get(backend.name)
+        for position, backend in enumerate(self.backends):
+            failed = self._failed_at.get(position)
             if failed is not None and time.monotonic() - failed < self.cooldown_s:
                 skipped.append({"backend": backend.name, "reason": "cooling down after a failure"})
                 continue
             stream = cast(AsyncGenerator[str, None], backend.stream(request))
             try:
-                first = await asyncio.wait_for(anext(stream), timeout=request.remaining())
+                wait = min(self.first_token_timeout_s, request.remaining())
+                first = await asyncio.wait_for(anext(stream), timeout=wait)
             except Busy:
                 await stream.aclose()
                 raise
             except (Exception, TimeoutError) as exc:
                 await stream.aclose()
-                reason = (
-                    "no output"
-                    if isinstance(exc, StopAsyncIteration)
-                    else (
-                        "deadline passed"
-                        if isinstance(exc, TimeoutError)
-                        else str(exc) or type(exc).__name__
-                    )
+                self._failed_at[position] = time.monotonic()
+                skipped.append({"backend": backend.name, "reason": _reason(exc)})
+                log.warning(
+                    "backend %s failed before its first token: %s", backend.name, _reason(exc)
                 )
-                self._failed_at[backend.name] = time.monotonic()
-                skipped.append({"backend": backend.name, "reason": reason})
-                log.warning("backend %s failed before its first token: %s", backend.name, reason)
                 continue
-            self._failed_at.pop(backend.name, None)
+            self._failed_at.pop(position, None)
             return Generation(
                 backend.name, backend.model, _prepend(first, stream), skipped, time.monotonic()
             )
         raise BackendError("every backend failed", details=skipped)
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, StopAsyncIteration):
-        return "no output"
-    if isinstance(exc, TimeoutError):
-        return "deadline passed before the first token"
-    return str(exc) or type(exc).__name__
-
-
-async def _prepend(first: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:
+async def _prepend(first: str, rest: AsyncGenerator[str, None]) -> AsyncIterator[str]:
     try:
         yield first
         async for token in rest:
             yield token
     finally:
-        aclose = getattr(rest, "aclose", None)
-        if aclose:
-            await aclose()
+        await rest.aclose()

@@ -93,6 +93,14 @@ class _Slots:
                 self._cond.notify()
             raise
 
+    def usage(self) -> dict[str, int]:
+        with self._cond:
+            return {
+                "slots": self._size,
+                "busy": self._created - len(self._free),
+                "waiting": self._waiting,
+            }
+
     def release(self, model: Any) -> None:
         with self._cond:
             self._free.append(model)
@@ -124,6 +132,9 @@ class LlamaCppBackend(Backend):
 
     def ready(self) -> bool:
         return self.model_path.is_file()
+
+    def describe(self) -> dict[str, object]:
+        return {**super().describe(), **self._slots.usage()}
 
     def _load(self) -> Any:
         from llama_cpp import Llama

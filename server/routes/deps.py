@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from server.accounts import Principal
 from server.components import Components
 from server.db import User
-from server.security import Forbidden, Unauthorized
+from server.security import API_KEY_PREFIX, Forbidden, Unauthorized
 
 _bearer = HTTPBearer(auto_error=False, description="An access token or an API key (rk_...)")
 
@@ -74,6 +74,29 @@ def chat_principal(
     return principal
 
 
+def compat_identity(request: Request, components: ComponentsDep, ip: ClientIp) -> Principal:
+    """For the OpenAI- and Ollama-compatible APIs, whose clients often insist on sending a
+    placeholder key ("sk-none", "ollama"). Our API keys and access tokens are checked; any
+    other value means a guest, who is then subject to the access mode."""
+    header = request.headers.get("authorization", "")
+    token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    if token.startswith(API_KEY_PREFIX) or token.count(".") == 2:
+        return components.accounts.authenticate(token)
+    return Principal(user=None, guest_key=ip)
+
+
+def compat_chat(
+    principal: Annotated[Principal, Depends(compat_identity)], components: ComponentsDep
+) -> Principal:
+    return chat_principal(principal, components)
+
+
+def compat_reader(
+    principal: Annotated[Principal, Depends(compat_identity)], components: ComponentsDep
+) -> Principal:
+    return reader_principal(principal, components)
+
+
 def reader_principal(
     principal: Annotated[Principal, Depends(optional_principal)], components: ComponentsDep
 ) -> Principal:
@@ -89,3 +112,5 @@ CurrentUser = Annotated[User, Depends(current_user)]
 AdminUser = Annotated[User, Depends(admin_user)]
 ChatPrincipal = Annotated[Principal, Depends(chat_principal)]
 ReaderPrincipal = Annotated[Principal, Depends(reader_principal)]
+CompatChat = Annotated[Principal, Depends(compat_chat)]
+CompatReader = Annotated[Principal, Depends(compat_reader)]

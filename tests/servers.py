@@ -1,0 +1,116 @@
+"""Start real server processes for tests on free ports, and stop them afterwards."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from server.llm.llamacpp import bundled_model_path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running(
+    command: list[str], ready_url: str, *, env: dict[str, str] | None = None, timeout: float = 120
+) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen(
+        command,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"{command[0]} exited: {process.stderr.read().decode()[-2000:]}"
+                    if process.stderr
+                    else f"{command[0]} exited"
+                )
+            try:
+                if httpx.get(ready_url, timeout=2).status_code < 500:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{ready_url} did not come up")
+            time.sleep(0.2)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@contextmanager
+def rodeoai_server(data_dir: Path, **settings: str) -> Iterator[str]:
+    """`rodeoai serve` in its own process, on a data folder of the caller's."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RODEOAI_")}
+    env.update(
+        {
+            "RODEOAI_DATA_DIR": str(data_dir),
+            "RODEOAI_PORT": str(port),
+            "RODEOAI_LOG_LEVEL": "WARNING",
+            "RODEOAI_AUTOLOAD_KNOWLEDGE": "false",
+            **{f"RODEOAI_{k.upper()}": v for k, v in settings.items()},
+        }
+    )
+    with running([str(BIN / "rodeoai"), "serve"], f"http://127.0.0.1:{port}/health", env=env):
+        yield f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def llama_cpp_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """llama-cpp-python's own OpenAI-compatible server with the bundled model."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(bundled_model_path()),
+        "--port",
+        str(port),
+        "--n_ctx",
+        "2048",
+        "--model_alias",
+        "smollm2",
+    ]
+    with running(command, f"http://127.0.0.1:{port}/v1/models") as process:
+        yield f"http://127.0.0.1:{port}/v1", process
+
+
+def copy_data(source: Path, target: Path) -> Path:
+    """A private copy of an ingested data folder (SQLite's backup API, never a file copy)."""
+    target.mkdir(parents=True)
+    with (
+        sqlite3.connect(source / "rodeoai.db") as src,
+        sqlite3.connect(target / "rodeoai.db") as dst,
+    ):
+        src.backup(dst)
+    shutil.copytree(source / "index", target / "index")
+    return target
