@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from server.prompting import build_messages, fit_passages, select_facts
 from server.components import Components
 from server.config import Settings
+from server.prompting import build_messages, fit_passages, select_facts
 from server.rag.chunking import chunk_sections
 from server.rag.ingest import embedding_input
 from server.rag.loaders import load_file
@@ -177,9 +177,7 @@ def bench_answers(components: Components) -> None:
     raw_latency, raw_rate = [], []
     for question in QUESTIONS:
         hits = components.retriever.search(question, components.settings.top_k)
-        passages = fit_passages(
-            hits, components.embedder, components.settings.context_token_budget
-        )
+        passages = fit_passages(hits, components.embedder, components.settings.context_token_budget)
         facts = select_facts(
             question, passages, components.embedder, components.settings.facts_in_prompt
         )

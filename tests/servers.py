@@ -8,6 +8,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,22 +32,21 @@ def free_port() -> int:
 def running(
     command: list[str], ready_url: str, *, env: dict[str, str] | None = None, timeout: float = 120
 ) -> Iterator[subprocess.Popen[bytes]]:
+    # A file, not a pipe: a chatty server would block once a pipe's buffer filled up.
+    log = tempfile.TemporaryFile()
     process = subprocess.Popen(
         command,
         env={**os.environ, **(env or {})},
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
     try:
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
-                raise RuntimeError(
-                    f"{command[0]} exited: {process.stderr.read().decode()[-2000:]}"
-                    if process.stderr
-                    else f"{command[0]} exited"
-                )
+                log.seek(0)
+                raise RuntimeError(f"{command[0]} exited: {log.read().decode()[-2000:]}")
             try:
                 if httpx.get(ready_url, timeout=2).status_code < 500:
                     break
@@ -63,6 +63,7 @@ def running(
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
+        log.close()
 
 
 @contextmanager
