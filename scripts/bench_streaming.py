@@ -1,0 +1,175 @@
+"""Streaming benchmark: time to first token and tokens/s through RodeoAI's /v1/chat/completions,
+next to raw llama-cpp-python on the same prompt, and next to llama_cpp.server with 1 and 4
+concurrent clients. Prints figures; asserts nothing.
+
+    python scripts/bench_streaming.py [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import openai
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from server.components import Components  # noqa: E402
+from server.config import Settings  # noqa: E402
+from server.llm.llamacpp import bundled_model_path  # noqa: E402
+from server.prompting import build_messages, fit_passages, select_facts  # noqa: E402
+from tests.servers import llama_cpp_server, rodeoai_server  # noqa: E402
+
+QUESTIONS = [
+    "What rope length should a beginner header use?",
+    "How do I keep my thumb safe when dallying?",
+    "How often should a horse see the farrier?",
+    "What is the penalty for a knocked barrel?",
+]
+
+
+def stream_once(
+    client: openai.OpenAI, model: str, messages: list[dict[str, str]], max_tokens: int
+) -> tuple[float, float, int]:
+    """(time to first token s, tokens/s after the first, content chunks)."""
+    started = time.perf_counter()
+    first = last = 0.0
+    count = 0
+    for chunk in client.chat.completions.create(
+        model=model,
+        messages=messages,  # type: ignore[arg-type]
+        max_tokens=max_tokens,
+        stream=True,
+        temperature=0,
+    ):
+        if chunk.choices and chunk.choices[0].delta.content:
+            now = time.perf_counter()
+            first = first or now
+            last = now
+            count += 1
+    ttft = (first or time.perf_counter()) - started
+    rate = (count - 1) / (last - first) if count > 1 and last > first else 0.0
+    return ttft, rate, count
+
+
+def report(label: str, rows: list[tuple[float, float, int]], wall: float | None = None) -> None:
+    ttft = statistics.median(r[0] for r in rows) * 1000
+    rate = statistics.median(r[1] for r in rows)
+    line = f"  {label:44s} TTFT p50 {ttft:7.0f} ms   {rate:6.1f} tokens/s per stream"
+    if wall:
+        line += f"   {sum(r[2] for r in rows) / wall:6.1f} tokens/s total"
+    print(line)
+
+
+def prompts(components: Components) -> list[list[dict[str, str]]]:
+    """Exactly the messages RodeoAI builds, so every runner sees the same prompt."""
+    out = []
+    for question in QUESTIONS:
+        hits = components.retriever.search(question, components.settings.top_k)
+        passages = fit_passages(hits, components.embedder, components.settings.context_token_budget)
+        facts = select_facts(
+            question, passages, components.embedder, components.settings.facts_in_prompt
+        )
+        out.append(build_messages(question, facts, "intermediate", []))
+    return out
+
+
+def concurrent(
+    client: openai.OpenAI, model: str, batch: list[list[dict[str, str]]], max_tokens: int
+) -> tuple[list[tuple[float, float, int]], float]:
+    started = time.perf_counter()
+    with ThreadPoolExecutor(len(batch)) as pool:
+        rows = list(pool.map(lambda m: stream_once(client, model, m, max_tokens), batch))
+    return rows, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    max_tokens = 128
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        settings = Settings(
+            _env_file=None,
+            data_dir=data,  # type: ignore[call-arg]
+            knowledge_dir=ROOT / "knowledge",
+            log_level="WARNING",
+        )
+        components = Components(settings)
+        components.ingestor.ingest([ROOT / "knowledge"])
+        messages = prompts(components)
+        del components
+
+        print(
+            f"== streaming, {len(QUESTIONS)} questions x {args.rounds} rounds, "
+            f"max_tokens {max_tokens}, bundled SmolLM2-135M on CPU"
+        )
+        with rodeoai_server(
+            data, chat_guest_limit="10000/minute", llm_max_tokens=str(max_tokens)
+        ) as url:
+            client = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-bench")
+            rows = [
+                stream_once(client, "rodeoai", [{"role": "user", "content": q}], max_tokens)
+                for _ in range(args.rounds)
+                for q in QUESTIONS
+            ]
+            report("rodeoai /v1/chat/completions (RAG included)", rows)
+            four = [[{"role": "user", "content": q}] for q in QUESTIONS]
+            rows, wall = concurrent(client, "rodeoai", four, max_tokens)
+            report("rodeoai, 4 concurrent clients (1 slot)", rows, wall)
+
+        from llama_cpp import Llama
+
+        llm = Llama(model_path=str(bundled_model_path()), n_ctx=2048, n_threads=2, verbose=False)
+        rows = []
+        for _ in range(args.rounds):
+            for prompt in messages:
+                started = time.perf_counter()
+                first = last = 0.0
+                count = 0
+                for part in llm.create_chat_completion(
+                    messages=prompt,  # type: ignore[arg-type]
+                    max_tokens=max_tokens,
+                    temperature=0,
+                    stream=True,
+                ):
+                    if part["choices"][0]["delta"].get("content"):  # type: ignore[index]
+                        now = time.perf_counter()
+                        first = first or now
+                        last = now
+                        count += 1
+                rate = (count - 1) / (last - first) if count > 1 and last > first else 0.0
+                rows.append((first - started, rate, count))
+        report("raw llama-cpp-python, same prompts", rows)
+        del llm
+
+        with llama_cpp_server() as (url, _process):
+            client = openai.OpenAI(base_url=url, api_key="none")
+            rows = [
+                stream_once(client, "smollm2", m, max_tokens)
+                for _ in range(args.rounds)
+                for m in messages
+            ]
+            report("llama_cpp.server, 1 client", rows)
+            rows, wall = concurrent(client, "smollm2", messages, max_tokens)
+            report("llama_cpp.server, 4 concurrent clients", rows, wall)
+            cut = sum(1 for r in rows if r[2] < 3)
+            print(
+                f"    ({cut} of 4 concurrent streams ended with under 3 tokens: the server "
+                "interrupts a running stream when a new request arrives)"
+            )
+
+
+if __name__ == "__main__":
+    asyncio.run(asyncio.sleep(0))
+    main()
