@@ -151,15 +151,17 @@ def test_skill_level_comes_from_the_profile_unless_the_request_overrides(
 
 
 def test_every_answer_records_metrics(api: TestClient) -> None:
+    components = api.app.state.components  # type: ignore[attr-defined]
+    with read_session(components.engine) as session:  # the copied data may hold older rows
+        before = len(session.exec(select(AnswerMetric.id)).all())
     me = sign_in(api, "metrics@example.com")
     answer = ask(api, me, "What is a hazer?")
     api.post(
         "/v1/chat/completions",
         json={"model": "rodeoai", "messages": [{"role": "user", "content": "What is a hazer?"}]},
     )
-    components = api.app.state.components  # type: ignore[attr-defined]
     with read_session(components.engine) as session:
-        rows = session.exec(select(AnswerMetric).order_by(AnswerMetric.id)).all()  # type: ignore[arg-type]
+        rows = session.exec(select(AnswerMetric).order_by(AnswerMetric.id)).all()[before:]  # type: ignore[arg-type]
     assert [r.api for r in rows] == ["chat", "openai"]
     first = rows[0]
     assert first.question == "What is a hazer?" and first.response == answer["response"]
