@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from server.billing import BillingService
 from server.config import Settings, SkillLevel
 from server.conversations import ConversationStore, title_from
 from server.db import AnswerMetric, write_session
@@ -37,6 +38,7 @@ from server.rag.embedder import Embedder
 from server.rag.retriever import Hit, Retriever
 
 log = logging.getLogger(__name__)
+PREMIUM_BACKENDS = frozenset({"openai"})  # cloud models: Pro plans only
 
 
 @dataclass
@@ -110,6 +112,7 @@ class ChatService:
         settings: Settings,
         engine: Engine,
         conversations: ConversationStore,
+        billing: BillingService,
     ) -> None:
         self.retriever = retriever
         self.chain = chain
@@ -117,6 +120,7 @@ class ChatService:
         self.settings = settings
         self.engine = engine
         self.conversations = conversations
+        self.billing = billing
 
     def validate(self, messages: list[dict[str, str]]) -> tuple[str, list[dict[str, str]]]:
         """The question is the last user message; earlier turns are history."""
@@ -149,6 +153,7 @@ class ChatService:
         save: bool = False,
         max_tokens: int | None = None,
         api: str = "chat",
+        guest_key: str | None = None,
     ) -> ChatRun:
         """Everything up to the first token, so overload (503) and bad input (4xx) are known
         before a streaming response starts. With `save`, a signed-in user's exchange is
@@ -160,6 +165,8 @@ class ChatService:
                 raise InvalidInput("sign in to continue a conversation", code="sign_in_required")
             self.conversations.get(user_id, conversation_id)  # 404 unless it is theirs
             history = self.conversations.history(conversation_id)
+        # Paid for before any work; the plan's tier decides which backends may answer.
+        plan = await asyncio.to_thread(self.billing.debit_message, user_id, guest_key)
         query = question
         if history and len(question.split()) < 6:  # "what about heelers?" needs its context
             last_user = next((m["content"] for m in reversed(history) if m["role"] == "user"), "")
@@ -183,7 +190,9 @@ class ChatService:
             temperature=self.settings.llm_temperature,
             timeout_s=self.settings.generation_timeout_s,
         )
-        generation = await self.chain.start(request)
+        generation = await self.chain.start(
+            request, exclude=PREMIUM_BACKENDS if plan.tier == "local" else frozenset()
+        )
         return ChatRun(
             question,
             skill_level,

@@ -12,6 +12,7 @@ from functools import cached_property
 from sqlalchemy import Engine
 
 from server.accounts import AccountService
+from server.billing import BillingService
 from server.chat import ChatService
 from server.config import Settings
 from server.conversations import ConversationStore
@@ -24,6 +25,7 @@ from server.llm.llamacpp import LlamaCppBackend, resolve_model_path
 from server.llm.ollama_backend import OllamaBackend
 from server.llm.openai_backend import OpenAIBackend
 from server.oauth import OAuthService
+from server.payments import Payments
 from server.rag.embedder import Embedder, load_embedder
 from server.rag.ingest import Ingestor
 from server.rag.retriever import Retriever
@@ -158,7 +160,16 @@ class Components:
             self.settings,
             self.engine,
             self.conversations,
+            self.billing,
         )
+
+    @cached_property
+    def billing(self) -> BillingService:
+        return BillingService(self.engine, self.settings)
+
+    @cached_property
+    def payments(self) -> Payments:
+        return Payments(self.billing)
 
     @cached_property
     def conversations(self) -> ConversationStore:

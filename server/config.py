@@ -144,6 +144,29 @@ class Settings(BaseSettings):
     oauth_oidc_client_id: str | None = None
     oauth_oidc_client_secret: SecretStr | None = None
 
+    # --- billing (Stripe). No key: billing is off and everyone has default_plan ----------
+    stripe_api_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str | None = Field(
+        default=None, description="Another Stripe API address (a test server such as localstripe)."
+    )
+    stripe_pro_plan_id: str | None = Field(
+        default=None, description="The Stripe plan for Pro; `rodeoai billing sync` creates one."
+    )
+    webhook_tolerance_s: int = Field(default=300, ge=30, le=3600)
+    default_plan: Literal["free", "pro"] = Field(
+        default="free", description="Plan of every user without a subscription."
+    )
+    currency: str = "usd"
+    free_daily_messages: int = Field(default=20, ge=0, description="0 = unlimited.")
+    pro_daily_messages: int = Field(default=0, ge=0, description="0 = unlimited.")
+    pro_price_cents: int = Field(default=1500, ge=50)
+    credit_pack_credits: int = Field(default=100, ge=1)
+    credit_pack_price_cents: int = Field(default=500, ge=50)
+    guest_daily_messages: int = Field(
+        default=0, ge=0, description="Open mode, per address; 0 = unlimited (rate limits apply)."
+    )
+
     # --- HTTP --------------------------------------------------------------------------
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)

@@ -180,6 +180,66 @@ class AnswerMetric(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, index=True)
 
 
+class BillingCustomer(SQLModel, table=True):
+    user_id: int = Field(primary_key=True, foreign_key="user.id", ondelete="CASCADE")
+    customer_id: str = Field(unique=True, index=True)
+
+
+class BillingOrder(SQLModel, table=True):
+    """A credit-pack purchase: created before Stripe is called, paid only by a webhook."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user.id", index=True)
+    credits: int
+    amount_cents: int
+    currency: str
+    status: str = Field(default="pending", description="pending, paid, failed or refunded")
+    payment_intent_id: str | None = Field(default=None, unique=True, index=True)
+    refunded_cents: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class BillingSubscription(SQLModel, table=True):
+    id: str = Field(primary_key=True, description="Stripe subscription id")
+    user_id: int = Field(foreign_key="user.id", index=True)
+    plan: str
+    status: str
+    cancel_at_period_end: bool = False
+    current_period_end: datetime | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class LedgerEntry(SQLModel, table=True):
+    """Append-only: credits granted (+) and spent or taken back (-)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user.id", index=True)
+    delta: int
+    kind: str = Field(description="purchase, grant, message, refund")
+    reference: str | None = Field(default=None, unique=True, description="Makes grants once-only")
+    note: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Usage(SQLModel, table=True):
+    """One row per question answered, for daily quotas (users and guests)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    subject: str = Field(index=True, description="user:<id> or guest:<address>")
+    day: str = Field(index=True)
+    paid_with: str = Field(description="quota or credit")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class StripeEvent(SQLModel, table=True):
+    """Written in the same transaction as the event's effect: a redelivery finds it and stops."""
+
+    id: str = Field(primary_key=True)
+    type: str
+    received_at: datetime = Field(default_factory=utcnow)
+
+
 class Meta(SQLModel, table=True):
     key: str = Field(primary_key=True)
     value: str

@@ -227,3 +227,15 @@ class ConversationDetail(ConversationOut):
 
 class ConversationPatch(StrictModel):
     title: str = Field(min_length=1, max_length=200)
+
+
+# --- billing -------------------------------------------------------------------------------
+class PaymentIn(StrictModel):
+    payment_method: str | None = Field(
+        default=None, max_length=100, description="A Stripe PaymentMethod id (pm_...)"
+    )
+
+
+class RefundIn(StrictModel):
+    order_id: int
+    amount_cents: int | None = Field(default=None, ge=1, description="Empty: the rest")

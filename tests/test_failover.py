@@ -66,6 +66,7 @@ def primary_then_local(kb_settings: Settings, base_url: str, **extra: Any) -> Se
             "openai_base_url": base_url,
             "openai_model": "smollm2",
             "grounding_check": False,
+            "default_plan": "pro",
             **extra,
         }
     )

@@ -51,9 +51,14 @@ class FailoverChain:
     def describe(self) -> list[dict[str, object]]:
         return [b.describe() for b in self.backends]
 
-    async def start(self, request: GenerationRequest) -> Generation:
+    async def start(
+        self, request: GenerationRequest, *, exclude: frozenset[str] = frozenset()
+    ) -> Generation:
         skipped: list[dict[str, str]] = []
         for position, backend in enumerate(self.backends):
+            if backend.name in exclude:
+                skipped.append({"backend": backend.name, "reason": "not included in the plan"})
+                continue
             failed = self._failed_at.get(position)
             if failed is not None and time.monotonic() - failed < self.cooldown_s:
                 skipped.append({"backend": backend.name, "reason": "cooling down after a failure"})

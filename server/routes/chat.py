@@ -46,6 +46,7 @@ async def _begin(
         conversation_id=body.conversation_id,
         save=body.save,
         api=api,
+        guest_key=principal.guest_key,
     )
 
 

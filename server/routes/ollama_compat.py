@@ -63,6 +63,7 @@ async def _start(
         skill_level=level,
         user_id=user.id if user else None,
         api="ollama",
+        guest_key=principal.guest_key,
         max_tokens=int(limit) if isinstance(limit, int) and limit > 0 else None,
     )
 

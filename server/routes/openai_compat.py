@@ -68,6 +68,7 @@ async def start(body: CompletionRequest, components: Components, principal: Any)
         user_id=user.id if user else None,
         max_tokens=body.max_completion_tokens or body.max_tokens,
         api="openai",
+        guest_key=principal.guest_key,
     )
 
 

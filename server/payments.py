@@ -1,0 +1,379 @@
+"""Stripe: customers, subscriptions, credit-pack PaymentIntents, refunds, webhooks, reconcile.
+
+Nothing here grants anything on the strength of an API reply: state changes come from
+webhooks (or the reconcile replay), after re-fetching the object from Stripe.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from server.billing import ACTIVE, BillingService, verify_signature
+from server.db import (
+    BillingCustomer,
+    BillingOrder,
+    BillingSubscription,
+    StripeEvent,
+    User,
+    read_session,
+    utcnow,
+    write_session,
+)
+from server.errors import AppError, InvalidInput, NotFound
+
+log = logging.getLogger(__name__)
+HANDLED = {
+    "payment_intent.succeeded",
+    "payment_intent.payment_failed",
+    "invoice.paid",
+    "invoice.payment_succeeded",
+    "invoice.payment_failed",
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "charge.refunded",
+}
+
+
+def _get(obj: Any, key: str, default: Any = None) -> Any:
+    try:
+        return obj[key] if obj is not None and key in obj else default
+    except (KeyError, TypeError):
+        return default
+
+
+class Payments:
+    def __init__(self, billing: BillingService) -> None:
+        self.billing = billing
+        self.engine = billing.engine
+        self.settings = billing.settings
+
+    def _post(
+        self, resource: str, action: str, params: dict[str, Any], key: str, *args: Any
+    ) -> Any:
+        """Every POST carries a deterministic idempotency key, so a retry cannot repeat it."""
+        service = getattr(self.billing.stripe.v1, resource)
+        return getattr(service, action)(
+            *args, params=params, options={"idempotency_key": f"rodeoai-{key}"}
+        )
+
+    # --- customers --------------------------------------------------------------------
+    def customer_for(self, user: User) -> str:
+        with read_session(self.engine) as session:
+            row = session.get(BillingCustomer, user.id)
+        if row:
+            return row.customer_id
+        customer = self._post(
+            "customers",
+            "create",
+            {"email": user.email, "metadata": {"user_id": str(user.id)}},
+            f"customer-{user.id}",
+        )
+        with write_session(self.engine) as session:
+            if session.get(BillingCustomer, user.id) is None:
+                session.add(BillingCustomer(user_id=user.id or 0, customer_id=customer["id"]))
+        return str(customer["id"])
+
+    def _user_for_customer(self, session: Session, customer_id: str | None) -> int | None:
+        row = session.exec(
+            select(BillingCustomer).where(BillingCustomer.customer_id == customer_id)
+        ).first()
+        return row.user_id if row else None
+
+    # --- credit packs -----------------------------------------------------------------
+    def purchase(self, user: User, *, payment_method: str | None = None) -> dict[str, Any]:
+        pack = self.billing.plans["credits"]
+        customer = self.customer_for(user)
+        with write_session(self.engine) as session:
+            order = BillingOrder(
+                user_id=user.id or 0,
+                credits=pack.credits,
+                amount_cents=pack.price_cents,
+                currency=self.settings.currency,
+            )
+            session.add(order)
+            session.flush()
+            order_id = order.id
+        params: dict[str, Any] = {
+            "amount": pack.price_cents,
+            "currency": self.settings.currency,
+            "customer": customer,
+            "metadata": {"order_id": str(order_id), "user_id": str(user.id)},
+        }
+        if payment_method:
+            params["payment_method"] = payment_method
+        intent = self._post("payment_intents", "create", params, f"order-{order_id}")
+        with write_session(self.engine) as session:
+            row = session.get(BillingOrder, order_id)
+            assert row is not None
+            row.payment_intent_id = intent["id"]
+            session.add(row)
+        return {
+            "order_id": order_id,
+            "payment_intent": intent["id"],
+            "client_secret": intent["client_secret"],
+            "amount_cents": pack.price_cents,
+            "credits": pack.credits,
+            "currency": self.settings.currency,
+        }
+
+    # --- subscriptions ----------------------------------------------------------------
+    def subscribe(self, user: User, *, payment_method: str | None = None) -> dict[str, Any]:
+        plan_id = self.settings.stripe_pro_plan_id
+        if not plan_id:
+            raise AppError(
+                "no Stripe plan is set up for Pro; run `rodeoai billing sync`",
+                code="plan_not_configured",
+                status=503,
+            )
+        customer = self.customer_for(user)
+        if payment_method:
+            self._post(
+                "payment_methods",
+                "attach",
+                {"customer": customer},
+                f"attach-{payment_method}-{customer}",
+                payment_method,
+            )
+            self._post(
+                "customers",
+                "update",
+                {"invoice_settings": {"default_payment_method": payment_method}},
+                f"default-pm-{customer}-{payment_method}",
+                customer,
+            )
+        with read_session(self.engine) as session:
+            count = len(
+                session.exec(
+                    select(BillingSubscription).where(BillingSubscription.user_id == user.id)
+                ).all()
+            )
+        subscription = self._post(
+            "subscriptions",
+            "create",
+            {
+                "customer": customer,
+                "items": [{"plan": plan_id}],
+                "metadata": {"user_id": str(user.id), "plan": "pro"},
+            },
+            f"subscribe-{user.id}-{count}",
+        )
+        return {"subscription": subscription["id"], "status": subscription["status"]}
+
+    def cancel(self, user: User, *, at_period_end: bool = True) -> dict[str, Any]:
+        with read_session(self.engine) as session:
+            current = session.exec(
+                select(BillingSubscription).where(
+                    BillingSubscription.user_id == user.id,
+                    col(BillingSubscription.status).in_(ACTIVE),
+                )
+            ).first()
+        if current is None:
+            raise NotFound("no active subscription")
+        if at_period_end:
+            result = self._post(
+                "subscriptions",
+                "update",
+                {"cancel_at_period_end": True},
+                f"cancel-{current.id}",
+                current.id,
+            )
+        else:
+            result = self.billing.stripe.v1.subscriptions.cancel(current.id)
+        self._sync_subscription(result)  # reflect what Stripe now says; no grant involved
+        return {
+            "subscription": current.id,
+            "status": result["status"],
+            "cancel_at_period_end": bool(_get(result, "cancel_at_period_end")),
+        }
+
+    # --- refunds (admin) --------------------------------------------------------------
+    def refund(self, order_id: int, *, amount_cents: int | None = None) -> dict[str, Any]:
+        with read_session(self.engine) as session:
+            order = session.get(BillingOrder, order_id)
+        if order is None or order.payment_intent_id is None:
+            raise NotFound("no such order")
+        if order.status not in {"paid", "refunded"}:
+            raise InvalidInput("only paid orders can be refunded", code="not_refundable")
+        left = order.amount_cents - order.refunded_cents
+        amount = amount_cents or left
+        if not 0 < amount <= left:
+            raise InvalidInput(f"refund between 1 and {left} cents", code="invalid_amount")
+        refund = self._post(
+            "refunds",
+            "create",
+            {"payment_intent": order.payment_intent_id, "amount": amount},
+            f"refund-{order_id}-{order.refunded_cents}-{amount}",
+        )
+        # Stripe confirmed the refund: take back the credits once, keyed by the refund id.
+        self._apply_refund(order.payment_intent_id, refund["id"], amount)
+        return {"refund": refund["id"], "amount_cents": amount, "status": refund["status"]}
+
+    def _apply_refund(
+        self, payment_intent: str, refund_id: str, amount: int, session: Session | None = None
+    ) -> None:
+        def apply(s: Session) -> None:
+            order = s.exec(
+                select(BillingOrder).where(BillingOrder.payment_intent_id == payment_intent)
+            ).first()
+            if order is None:
+                return
+            share = -(-order.credits * amount // order.amount_cents)  # round up
+            if self.billing._grant(
+                s,
+                order.user_id,
+                credits=-share,
+                plan=None,
+                reference=f"refund:{refund_id}",
+                note="refund",
+            ):
+                order.refunded_cents = min(order.amount_cents, order.refunded_cents + amount)
+                order.status = "refunded"
+                order.updated_at = utcnow()
+                s.add(order)
+
+        if session is not None:
+            apply(session)
+        else:
+            with write_session(self.engine) as s:
+                apply(s)
+
+    # --- webhooks ---------------------------------------------------------------------
+    def receive(self, payload: bytes, signature: str | None) -> str:
+        secret = self.settings.stripe_webhook_secret
+        if secret is None:
+            raise AppError("no webhook secret configured", code="billing_disabled", status=503)
+        verify_signature(
+            payload,
+            signature,
+            secret.get_secret_value(),
+            tolerance=self.settings.webhook_tolerance_s,
+        )
+        try:
+            event = json.loads(payload)
+            event_id, kind = str(event["id"]), str(event["type"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidInput("webhook body is not a Stripe event", code="bad_event") from exc
+        return self.process(event_id, kind, event.get("data", {}).get("object", {}))
+
+    def process(self, event_id: str, kind: str, obj: dict[str, Any]) -> str:
+        if kind not in HANDLED:
+            return "ignored"
+        fresh = self._refetch(kind, obj)  # outside the transaction: it is a network call
+        with write_session(self.engine) as session:
+            if session.get(StripeEvent, event_id):
+                return "duplicate"
+            session.add(StripeEvent(id=event_id, type=kind))
+            self._apply(session, kind, fresh)
+        return "processed"
+
+    def _refetch(self, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+        v1 = self.billing.stripe.v1
+        if kind.startswith("payment_intent."):
+            return dict(v1.payment_intents.retrieve(obj["id"]))
+        if kind.startswith("customer.subscription."):
+            return dict(v1.subscriptions.retrieve(obj["id"]))
+        if kind.startswith("invoice.") and _get(obj, "subscription"):
+            return dict(v1.subscriptions.retrieve(obj["subscription"]))
+        return obj  # charge.refunded: the refund amounts travel on the charge itself
+
+    def _apply(self, session: Session, kind: str, obj: dict[str, Any]) -> None:
+        if kind.startswith("payment_intent."):
+            self._apply_intent(session, obj)
+        elif kind.startswith(("customer.subscription.", "invoice.")):
+            self._sync_subscription(obj, session)
+        elif kind == "charge.refunded":
+            for refund in _get(_get(obj, "refunds", {}), "data", []) or []:
+                self._apply_refund(
+                    obj.get("payment_intent", ""), refund["id"], int(refund["amount"]), session
+                )
+
+    def _apply_intent(self, session: Session, intent: dict[str, Any]) -> None:
+        order = session.exec(
+            select(BillingOrder).where(BillingOrder.payment_intent_id == intent["id"])
+        ).first()
+        if order is None:
+            return
+        if intent["status"] == "succeeded" and order.status == "pending":
+            order.status = "paid"
+            self.billing._grant(
+                session,
+                order.user_id,
+                credits=order.credits,
+                plan=None,
+                reference=f"purchase:{intent['id']}",
+                note="credit pack",
+            )
+        elif intent["status"] in {"requires_payment_method", "canceled"} and (
+            order.status == "pending"
+        ):
+            order.status = "failed"
+        order.updated_at = utcnow()
+        session.add(order)
+
+    def _sync_subscription(self, sub: Any, session: Session | None = None) -> None:
+        """Make our copy match Stripe's subscription, then the user's plan match that."""
+
+        def apply(s: Session) -> None:
+            user_id = self._user_for_customer(s, _get(sub, "customer"))
+            if user_id is None:
+                return
+            row = s.get(BillingSubscription, sub["id"]) or BillingSubscription(
+                id=sub["id"], user_id=user_id, plan="pro", status=sub["status"]
+            )
+            row.status = str(sub["status"])
+            row.cancel_at_period_end = bool(_get(sub, "cancel_at_period_end"))
+            end = _get(sub, "current_period_end")
+            row.current_period_end = datetime.fromtimestamp(end, UTC) if end else None
+            row.updated_at = utcnow()
+            s.add(row)
+            s.flush()
+            active = s.exec(
+                select(BillingSubscription).where(
+                    BillingSubscription.user_id == user_id,
+                    col(BillingSubscription.status).in_(ACTIVE),
+                )
+            ).first()
+            user = s.get(User, user_id)
+            if user is not None:
+                user.plan = "pro" if active else "free"
+                s.add(user)
+
+        if session is not None:
+            apply(session)
+        else:
+            with write_session(self.engine) as s:
+                apply(s)
+
+    def reconcile(self, *, limit: int = 100) -> dict[str, int]:
+        """Replay recent events from Stripe's list; already-processed ones are skipped."""
+        counts = {"processed": 0, "duplicate": 0, "ignored": 0}
+        events = self.billing.stripe.v1.events.list(params={"limit": limit})
+        for event in reversed(list(events.auto_paging_iter())):
+            outcome = self.process(event["id"], event["type"], dict(event["data"]["object"]))
+            counts[outcome] += 1
+        return counts
+
+    def sync_plans(self) -> str:
+        """Create the Pro product and monthly plan in Stripe; prints the plan id to set."""
+        product = self._post(
+            "products", "create", {"name": "RodeoAI Pro", "type": "service"}, "product-pro"
+        )
+        plan = self._post(
+            "plans",
+            "create",
+            {
+                "product": product["id"],
+                "amount": self.settings.pro_price_cents,
+                "currency": self.settings.currency,
+                "interval": "month",
+                "nickname": "pro",
+            },
+            f"plan-pro-{self.settings.pro_price_cents}-{self.settings.currency}",
+        )
+        return str(plan["id"])
