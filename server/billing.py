@@ -148,8 +148,7 @@ class BillingService:
             # Guests get local models only, unless billing is off and the box's default plan
             # (an arena's choice) includes more.
             tier = default.tier if not self.enabled else "local"
-            return Plan("guest", "Guest", "free", self.settings.guest_daily_messages or None,
-                        tier)
+            return Plan("guest", "Guest", "free", self.settings.guest_daily_messages or None, tier)
         return self.plans["pro"] if user.plan == "pro" else default
 
     def status(self, user: User) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -28,6 +28,8 @@ index_app = typer.Typer(help="Inspect or rebuild the FAISS index.", no_args_is_h
 app.add_typer(index_app, name="index")
 users_app = typer.Typer(help="Manage accounts from the server's shell.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
+billing_app = typer.Typer(help="Plans, credits and Stripe.", no_args_is_help=True)
+app.add_typer(billing_app, name="billing")
 console = Console(stderr=True)
 
 
@@ -37,7 +39,7 @@ def _components(*, quiet: bool = False) -> Components:
     return Components(settings)
 
 
-def _fail(exc: AppError) -> None:
+def _fail(exc: AppError) -> NoReturn:
     console.print(f"[red]error[/red] ({exc.code}): {exc.message}")
     raise typer.Exit(code=2)
 
@@ -338,6 +340,57 @@ def users_reset_link(email: Annotated[str, typer.Argument(help="Account e-mail")
         raise typer.Exit(code=2)
     print(f"reset token (valid one hour): {token}")
     print("POST it with a new password to /api/auth/password-reset/confirm")
+
+
+@billing_app.command("grant")
+def billing_grant(
+    email: Annotated[str, typer.Argument(help="Account e-mail")],
+    credits: Annotated[int, typer.Option(help="Credits to add (negative takes back)")] = 0,
+    plan: Annotated[str | None, typer.Option(help="Set the plan: free or pro")] = None,
+    note: Annotated[str, typer.Option(help="Why, for the ledger (e.g. 'paid cash')")] = "",
+) -> None:
+    """Grant a plan or credits by hand: for boxes that take cash at the office."""
+    components = _components(quiet=True)
+    user = next(
+        (
+            u
+            for u in components.accounts.list_users(limit=10_000)
+            if u.email == email.strip().lower()
+        ),
+        None,
+    )
+    try:
+        if user is None or user.id is None:
+            raise AppError(f"no account for {email}", code="not_found")
+        components.billing.grant(user.id, credits=credits, plan=plan, note=note or "cli grant")
+    except AppError as exc:
+        _fail(exc)
+    status = components.billing.status(user)
+    print(f"{email}: plan {status['plan']}, {status['credits']} credits")
+
+
+@billing_app.command("sync")
+def billing_sync() -> None:
+    """Create the Pro product and monthly plan in Stripe and print the id to configure."""
+    components = _components(quiet=True)
+    try:
+        plan_id = components.payments.sync_plans()
+    except AppError as exc:
+        _fail(exc)
+    print(f"RODEOAI_STRIPE_PRO_PLAN_ID={plan_id}")
+
+
+@billing_app.command("reconcile")
+def billing_reconcile(
+    limit: Annotated[int, typer.Option(help="How many recent Stripe events to replay")] = 100,
+) -> None:
+    """Replay recent Stripe events that may have been missed; applied ones are skipped."""
+    components = _components(quiet=True)
+    try:
+        counts = components.payments.reconcile(limit=limit)
+    except AppError as exc:
+        _fail(exc)
+    print(", ".join(f"{n} {k}" for k, n in counts.items()))
 
 
 if __name__ == "__main__":

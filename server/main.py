@@ -24,6 +24,7 @@ from server.errors import AppError, error_body
 from server.routes import (
     admin,
     auth,
+    billing,
     chat,
     conversations,
     health,
@@ -202,6 +203,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         auth,
         users,
         admin,
+        billing,
         openai_compat,
         ollama_compat,
     ):

@@ -87,6 +87,7 @@ class Payments:
 
     # --- credit packs -----------------------------------------------------------------
     def purchase(self, user: User, *, payment_method: str | None = None) -> dict[str, Any]:
+        self.billing.stripe  # noqa: B018  (503 billing_disabled when off)
         pack = self.billing.plans["credits"]
         customer = self.customer_for(user)
         with write_session(self.engine) as session:
@@ -124,6 +125,7 @@ class Payments:
 
     # --- subscriptions ----------------------------------------------------------------
     def subscribe(self, user: User, *, payment_method: str | None = None) -> dict[str, Any]:
+        self.billing.stripe  # noqa: B018  (503 billing_disabled when off)
         plan_id = self.settings.stripe_pro_plan_id
         if not plan_id:
             raise AppError(
@@ -166,6 +168,7 @@ class Payments:
         return {"subscription": subscription["id"], "status": subscription["status"]}
 
     def cancel(self, user: User, *, at_period_end: bool = True) -> dict[str, Any]:
+        self.billing.stripe  # noqa: B018  (503 billing_disabled when off)
         with read_session(self.engine) as session:
             current = session.exec(
                 select(BillingSubscription).where(
@@ -185,7 +188,7 @@ class Payments:
             )
         else:
             result = self.billing.stripe.v1.subscriptions.cancel(current.id)
-        self._sync_subscription(result)  # reflect what Stripe now says; no grant involved
+        self._sync_subscription(result.to_dict())  # reflect what Stripe now says; no grant involved
         return {
             "subscription": current.id,
             "status": result["status"],
@@ -194,6 +197,7 @@ class Payments:
 
     # --- refunds (admin) --------------------------------------------------------------
     def refund(self, order_id: int, *, amount_cents: int | None = None) -> dict[str, Any]:
+        self.billing.stripe  # noqa: B018  (503 billing_disabled when off)
         with read_session(self.engine) as session:
             order = session.get(BillingOrder, order_id)
         if order is None or order.payment_intent_id is None:
@@ -275,11 +279,11 @@ class Payments:
     def _refetch(self, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
         v1 = self.billing.stripe.v1
         if kind.startswith("payment_intent."):
-            return dict(v1.payment_intents.retrieve(obj["id"]))
+            return dict(v1.payment_intents.retrieve(obj["id"]).to_dict())
         if kind.startswith("customer.subscription."):
-            return dict(v1.subscriptions.retrieve(obj["id"]))
+            return dict(v1.subscriptions.retrieve(obj["id"]).to_dict())
         if kind.startswith("invoice.") and _get(obj, "subscription"):
-            return dict(v1.subscriptions.retrieve(obj["subscription"]))
+            return dict(v1.subscriptions.retrieve(obj["subscription"]).to_dict())
         return obj  # charge.refunded: the refund amounts travel on the charge itself
 
     def _apply(self, session: Session, kind: str, obj: dict[str, Any]) -> None:
@@ -355,7 +359,8 @@ class Payments:
         counts = {"processed": 0, "duplicate": 0, "ignored": 0}
         events = self.billing.stripe.v1.events.list(params={"limit": limit})
         for event in reversed(list(events.auto_paging_iter())):
-            outcome = self.process(event["id"], event["type"], dict(event["data"]["object"]))
+            data = event.to_dict()
+            outcome = self.process(data["id"], data["type"], data["data"]["object"])
             counts[outcome] += 1
         return counts
 
