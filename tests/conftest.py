@@ -74,7 +74,11 @@ def client(shared_data: Path) -> Iterator[TestClient]:
 
 
 def run_cli(
-    *args: str, data_dir: Path, timeout: float = 180, extra_env: dict[str, str] | None = None
+    *args: str,
+    data_dir: Path,
+    timeout: float = 180,
+    extra_env: dict[str, str] | None = None,
+    input_text: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the real `rodeoai` console script in a clean process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RODEOAI_")}
@@ -88,5 +92,23 @@ def run_cli(
     )
     exe = shutil.which("rodeoai", path=str(Path(sys.executable).parent)) or "rodeoai"
     return subprocess.run(
-        [exe, *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT
+        [exe, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=ROOT,
+        input=input_text,
     )
+
+
+@pytest.fixture(scope="session")
+def localstripe() -> Iterator[str]:
+    """A real Stripe-compatible server (PyPI localstripe) on a free port."""
+    from tests.servers import BIN, free_port, running
+
+    port = free_port()
+    with running(
+        [str(BIN / "localstripe"), "--port", str(port)], f"http://127.0.0.1:{port}/v1/customers"
+    ):
+        yield f"http://127.0.0.1:{port}"

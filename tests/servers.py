@@ -21,6 +21,7 @@ from server.llm.llamacpp import bundled_model_path
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+SERVER_PIDS: dict[str, int] = {}  # url -> pid, for tests that kill a server
 
 
 def free_port() -> int:
@@ -86,8 +87,10 @@ def rodeoai_server(data_dir: Path, **settings: str) -> Iterator[str]:
             **{f"RODEOAI_{k.upper()}": v for k, v in settings.items()},
         }
     )
-    with running([str(BIN / "rodeoai"), "serve"], f"http://127.0.0.1:{port}/health", env=env):
-        yield f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}"
+    with running([str(BIN / "rodeoai"), "serve"], f"{url}/health", env=env) as process:
+        SERVER_PIDS[url] = process.pid
+        yield url
 
 
 @contextmanager

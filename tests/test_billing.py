@@ -9,7 +9,6 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,7 +23,6 @@ from server.config import Settings
 from server.db import LedgerEntry, User, read_session
 from server.main import create_app
 from tests.conftest import MakeSettings, run_cli
-from tests.servers import BIN, free_port, running
 
 SECRET = "whsec_test_secret"
 PASSWORD = "a long enough password"
@@ -137,15 +135,6 @@ def test_twenty_concurrent_debits_with_five_left_pass_exactly_five(
 
 
 # --- webhooks against localstripe ---------------------------------------------------------
-@pytest.fixture(scope="module")
-def localstripe() -> Iterator[str]:
-    port = free_port()
-    with running(
-        [str(BIN / "localstripe"), "--port", str(port)], f"http://127.0.0.1:{port}/v1/customers"
-    ):
-        yield f"http://127.0.0.1:{port}"
-
-
 def stripe_settings(make_settings: MakeSettings, url: str, **extra: Any) -> Settings:
     return make_settings(
         stripe_api_key="sk_test_rodeoai", stripe_api_base=url, stripe_webhook_secret=SECRET, **extra
@@ -294,3 +283,34 @@ def test_unknown_events_are_acknowledged_and_ignored(
             "/api/billing/webhook", content=body, headers={"Stripe-Signature": sign(body)}
         )
         assert response.status_code == 200 and response.json()["status"] == "ignored"
+
+
+def test_reconcile_replays_missed_events_once(
+    make_settings: MakeSettings, localstripe: str
+) -> None:
+    settings = stripe_settings(make_settings, localstripe)
+    components = Components(settings)
+    components.accounts.register(
+        email="missed@example.com", password=PASSWORD, display_name="", ip="t"
+    )
+    user = user_row(components, "missed@example.com")
+    card = stripe_client(localstripe).v1.payment_methods.create(
+        params={
+            "type": "card",
+            "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"},
+        }
+    )
+    order = components.payments.purchase(user, payment_method=card["id"])
+    stripe_client(localstripe).v1.payment_intents.confirm(order["payment_intent"])
+    assert user_row(components, "missed@example.com").credits == 0  # no webhook reached us
+    env = {
+        "RODEOAI_STRIPE_API_KEY": "sk_test_rodeoai",
+        "RODEOAI_STRIPE_API_BASE": localstripe,
+        "RODEOAI_STRIPE_WEBHOOK_SECRET": SECRET,
+    }
+    first = run_cli("billing", "reconcile", data_dir=settings.data_dir, extra_env=env)
+    assert first.returncode == 0, first.stderr
+    assert user_row(components, "missed@example.com").credits == 100
+    again = run_cli("billing", "reconcile", data_dir=settings.data_dir, extra_env=env)
+    assert again.returncode == 0 and " 0 processed" in f" {again.stdout}"
+    assert user_row(components, "missed@example.com").credits == 100
