@@ -314,3 +314,106 @@ def test_reconcile_replays_missed_events_once(
     again = run_cli("billing", "reconcile", data_dir=settings.data_dir, extra_env=env)
     assert again.returncode == 0 and " 0 processed" in f" {again.stdout}"
     assert user_row(components, "missed@example.com").credits == 100
+
+
+def test_failed_payment_marks_the_order_failed_and_grants_nothing(
+    make_settings: MakeSettings, localstripe: str
+) -> None:
+    with TestClient(create_app(stripe_settings(make_settings, localstripe))) as api:
+        me = sign_in(api, "declined@example.com")
+        client = stripe_client(localstripe)
+        card = client.v1.payment_methods.create(
+            params={
+                "type": "card",
+                "card": {
+                    "number": "4000000000000341",
+                    "exp_month": 12,
+                    "exp_year": 2030,
+                    "cvc": "123",
+                },
+            }
+        )
+        order = api.post(
+            "/api/billing/purchase", headers=me, json={"payment_method": card["id"]}
+        ).json()
+        try:
+            declined = client.v1.payment_intents.confirm(order["payment_intent"])["status"]
+        except stripe.StripeError:
+            declined = "card_error"
+        assert declined != "succeeded"
+        body = event(
+            "evt_declined", "payment_intent.payment_failed", {"id": order["payment_intent"]}
+        )
+        assert (
+            api.post(
+                "/api/billing/webhook", content=body, headers={"Stripe-Signature": sign(body)}
+            ).status_code
+            == 200
+        )
+        history = api.get("/api/billing/history", headers=me).json()
+        assert [h["status"] for h in history if h["type"] == "order"] == ["failed"]
+        assert credits_of(api, me) == 0
+
+
+def test_refund_made_in_stripe_takes_back_credits_via_charge_refunded(
+    make_settings: MakeSettings, localstripe: str
+) -> None:
+    with TestClient(create_app(stripe_settings(make_settings, localstripe))) as api:
+        me = sign_in(api, "refunded@example.com")
+        intent = paid_intent(api, me, localstripe)
+        paid = event("evt_paid_r", "payment_intent.succeeded", {"id": intent})
+        api.post("/api/billing/webhook", content=paid, headers={"Stripe-Signature": sign(paid)})
+        assert credits_of(api, me) == 100
+        refund = stripe_client(localstripe).v1.refunds.create(
+            params={"payment_intent": intent, "amount": 100}
+        )  # made in the dashboard
+        body = event(
+            "evt_refund",
+            "charge.refunded",
+            {
+                "id": "ch_x",
+                "payment_intent": intent,
+                "refunds": {"data": [{"id": refund["id"], "amount": 100}]},
+            },
+        )
+        for _ in range(2):  # delivered twice, applied once
+            api.post("/api/billing/webhook", content=body, headers={"Stripe-Signature": sign(body)})
+        assert credits_of(api, me) == 80  # a fifth of the price, a fifth of the credits
+
+
+def test_free_plans_and_guests_get_local_models_only(
+    make_settings: MakeSettings, kb_settings: Settings
+) -> None:
+    import asyncio
+
+    from tests.servers import free_port
+
+    settings = kb_settings.model_copy(
+        update={
+            "backends": "openai,extractive",
+            "openai_base_url": f"http://127.0.0.1:{free_port()}",
+            "openai_api_key": None,
+            "backend_cooldown_s": 0.0,
+        }
+    )
+    components = Components(settings)
+    ask = [{"role": "user", "content": "What is a hazer?"}]
+    guest = asyncio.run(components.chat.answer(ask, guest_key="1.2.3.4"))
+    assert guest.skipped_backends[0] == {"backend": "openai", "reason": "not included in the plan"}
+    components.accounts.register(
+        email="pro@example.com", password=PASSWORD, display_name="", ip="t"
+    )
+    user = user_row(components, "pro@example.com")
+    components.billing.grant(user.id or 0, plan="pro")
+    pro = asyncio.run(components.chat.answer(ask, user_id=user.id))
+    assert pro.skipped_backends[0]["backend"] == "openai"
+    assert pro.skipped_backends[0]["reason"] != "not included in the plan"  # it was tried
+
+
+def test_guest_daily_limit_asks_guests_to_sign_in(kb_settings: Settings) -> None:
+    settings = kb_settings.model_copy(update={"guest_daily_messages": 1, "backends": "extractive"})
+    with TestClient(create_app(settings)) as api:
+        ask = {"messages": [{"role": "user", "content": "What is a hazer?"}]}
+        assert api.post("/api/chat", json=ask).status_code == 200
+        over = api.post("/api/chat", json=ask)
+        assert over.status_code == 402 and "sign in" in over.json()["error"]["message"]
