@@ -411,9 +411,14 @@ def test_free_plans_and_guests_get_local_models_only(
 
 
 def test_guest_daily_limit_asks_guests_to_sign_in(kb_settings: Settings) -> None:
-    settings = kb_settings.model_copy(update={"guest_daily_messages": 1, "backends": "extractive"})
+    settings = kb_settings.model_copy(
+        update={"guest_daily_messages": 1, "backends": "extractive", "trust_forwarded_for": True}
+    )
     with TestClient(create_app(settings)) as api:
         ask = {"messages": [{"role": "user", "content": "What is a hazer?"}]}
-        assert api.post("/api/chat", json=ask).status_code == 200
-        over = api.post("/api/chat", json=ask)
+        guest = {"X-Forwarded-For": "203.0.113.77"}  # an address no other test has used
+        assert api.post("/api/chat", json=ask, headers=guest).status_code == 200
+        over = api.post("/api/chat", json=ask, headers=guest)
         assert over.status_code == 402 and "sign in" in over.json()["error"]["message"]
+        other = api.post("/api/chat", json=ask, headers={"X-Forwarded-For": "203.0.113.78"})
+        assert other.status_code == 200  # counted per address
