@@ -47,6 +47,12 @@ def _get(obj: Any, key: str, default: Any = None) -> Any:
         return default
 
 
+def _version(row: BillingSubscription) -> int:
+    """Keys derive from our last-seen state: a retried request repeats its key, while the
+    next change (cancel, resume, cancel again) gets a new one."""
+    return int(row.updated_at.timestamp() * 1000)
+
+
 class Payments:
     def __init__(self, billing: BillingService) -> None:
         self.billing = billing
@@ -183,7 +189,7 @@ class Payments:
                 "subscriptions",
                 "update",
                 {"cancel_at_period_end": True},
-                f"cancel-{current.id}",
+                f"cancel-{current.id}-{_version(current)}",
                 current.id,
             )
         else:
@@ -194,6 +200,54 @@ class Payments:
             "status": result["status"],
             "cancel_at_period_end": bool(_get(result, "cancel_at_period_end")),
         }
+
+    def resume(self, user: User) -> dict[str, Any]:
+        """Undo a cancellation that has not taken effect yet."""
+        self.billing.stripe  # noqa: B018  (503 billing_disabled when off)
+        with read_session(self.engine) as session:
+            current = session.exec(
+                select(BillingSubscription).where(
+                    BillingSubscription.user_id == user.id,
+                    col(BillingSubscription.status).in_(ACTIVE),
+                    col(BillingSubscription.cancel_at_period_end).is_(True),
+                )
+            ).first()
+        if current is None:
+            raise NotFound("no subscription waiting to end")
+        result = self._post(
+            "subscriptions",
+            "update",
+            {"cancel_at_period_end": False},
+            f"resume-{current.id}-{_version(current)}",
+            current.id,
+        )
+        self._sync_subscription(result.to_dict())
+        return {
+            "subscription": current.id,
+            "status": result["status"],
+            "cancel_at_period_end": False,
+        }
+
+    def invoices(self, user: User) -> list[dict[str, Any]]:
+        """Stripe's invoices for the user's subscription payments, where there are any."""
+        if not self.billing.enabled:
+            return []
+        with read_session(self.engine) as session:
+            customer = session.get(BillingCustomer, user.id)
+        if customer is None:
+            return []
+        listed = self.billing.stripe.v1.invoices.list(params={"customer": customer.customer_id})
+        return [
+            {
+                "type": "invoice",
+                "id": i["id"],
+                "status": i["status"],
+                "amount_cents": i.to_dict().get("amount_paid", i.to_dict().get("total")),
+                "currency": i["currency"],
+                "created": i["created"],
+            }
+            for i in listed.data
+        ]
 
     # --- refunds (admin) --------------------------------------------------------------
     def refund(self, order_id: int, *, amount_cents: int | None = None) -> dict[str, Any]:

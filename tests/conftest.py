@@ -104,11 +104,11 @@ def run_cli(
 
 @pytest.fixture(scope="session")
 def localstripe() -> Iterator[str]:
-    """A real Stripe-compatible server (PyPI localstripe) on a free port."""
+    """A real Stripe-compatible server (PyPI localstripe) on a free port. --from-scratch:
+    it would otherwise load whatever store another run left in /tmp/localstripe.pickle."""
     from tests.servers import BIN, free_port, running
 
     port = free_port()
-    with running(
-        [str(BIN / "localstripe"), "--port", str(port)], f"http://127.0.0.1:{port}/v1/customers"
-    ):
+    command = [str(BIN / "localstripe"), "--port", str(port), "--from-scratch"]
+    with running(command, f"http://127.0.0.1:{port}/v1/customers"):
         yield f"http://127.0.0.1:{port}"

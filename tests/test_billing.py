@@ -60,7 +60,12 @@ def test_offline_billing_routes_say_so_and_the_default_plan_applies(
         plans = api.get("/api/billing/plans").json()
         assert plans["billing_enabled"] is False and plans["default_plan"] == "free"
         me = sign_in(api, "offline@example.com")
-        for path in ("/api/billing/subscribe", "/api/billing/purchase", "/api/billing/cancel"):
+        for path in (
+            "/api/billing/subscribe",
+            "/api/billing/purchase",
+            "/api/billing/cancel",
+            "/api/billing/resume",
+        ):
             response = api.post(path, headers=me, json={})
             assert response.status_code == 503, path
             assert response.json()["error"]["code"] == "billing_disabled"

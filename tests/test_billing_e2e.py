@@ -108,7 +108,13 @@ def test_pay_subscribe_cancel_and_refund_through_stripe_webhooks(
 
     cancelled = rider.http.post("/api/billing/cancel").json()
     assert cancelled["cancel_at_period_end"] is True
+    assert rider.status()["cancel_at_period_end"] is True
+    resumed = rider.http.post("/api/billing/resume")
+    assert resumed.status_code == 200 and rider.status()["cancel_at_period_end"] is False
+    assert rider.http.post("/api/billing/cancel").json()["cancel_at_period_end"] is True
     assert rider.status()["plan"] == "pro"  # paid to the end of the period
+    invoices = [h for h in rider.http.get("/api/billing/history").json() if h["type"] == "invoice"]
+    assert invoices and invoices[0]["id"].startswith("in_")
     stripe_api.v1.subscriptions.cancel(subscribed.json()["subscription"])  # period ends
     wait_for(lambda: rider.status()["plan"] == "free", "the cancellation webhook")
 

@@ -35,9 +35,11 @@ def billing_status(user: CurrentUser, components: ComponentsDep) -> dict[str, An
 
 
 @router.get("/api/billing/history")
-def billing_history(user: CurrentUser, components: ComponentsDep) -> list[dict[str, Any]]:
-    """Orders and credit movements from our own ledger, newest first."""
-    return components.billing.history(user)
+async def billing_history(user: CurrentUser, components: ComponentsDep) -> list[dict[str, Any]]:
+    """Orders and credit movements from our own ledger, newest first, then Stripe's
+    invoices for subscription payments where Stripe has them."""
+    ours = await asyncio.to_thread(components.billing.history, user)
+    return ours + await asyncio.to_thread(components.payments.invoices, user)
 
 
 @router.post("/api/billing/subscribe")
@@ -52,6 +54,12 @@ async def subscribe(body: PaymentIn, user: CurrentUser, components: ComponentsDe
 async def cancel(user: CurrentUser, components: ComponentsDep) -> Any:
     """Cancel Pro at the end of the paid period."""
     return await asyncio.to_thread(components.payments.cancel, user)
+
+
+@router.post("/api/billing/resume")
+async def resume(user: CurrentUser, components: ComponentsDep) -> Any:
+    """Keep Pro after all: undo a cancellation before the period ends."""
+    return await asyncio.to_thread(components.payments.resume, user)
 
 
 @router.post("/api/billing/purchase")
