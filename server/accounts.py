@@ -349,6 +349,13 @@ class AccountService:
             session.add(row)
         return row
 
+    def find_by_email(self, email: str) -> User:
+        with read_session(self.engine) as session:
+            user = session.exec(select(User).where(User.email == email.strip().lower())).first()
+        if user is None:
+            raise NotFound(f"no account for {email}")
+        return user
+
     def list_users(self, *, offset: int = 0, limit: int = 50) -> list[User]:
         with read_session(self.engine) as session:
             return list(

@@ -313,18 +313,9 @@ def users_set_role(
 ) -> None:
     """Change an account's role."""
     components = _components(quiet=True)
-    user = next(
-        (
-            u
-            for u in components.accounts.list_users(limit=10_000)
-            if u.email == email.strip().lower()
-        ),
-        None,
-    )
     try:
-        if user is None or user.id is None:
-            raise AppError(f"no account for {email}", code="not_found")
-        components.accounts.admin_update(user.id, role=role)
+        user = components.accounts.find_by_email(email)
+        components.accounts.admin_update(user.id or 0, role=role)
     except AppError as exc:
         _fail(exc)
     print(f"{email} is now {role}")
@@ -351,18 +342,9 @@ def billing_grant(
 ) -> None:
     """Grant a plan or credits by hand: for boxes that take cash at the office."""
     components = _components(quiet=True)
-    user = next(
-        (
-            u
-            for u in components.accounts.list_users(limit=10_000)
-            if u.email == email.strip().lower()
-        ),
-        None,
-    )
     try:
-        if user is None or user.id is None:
-            raise AppError(f"no account for {email}", code="not_found")
-        components.billing.grant(user.id, credits=credits, plan=plan, note=note or "cli grant")
+        user = components.accounts.find_by_email(email)
+        components.billing.grant(user.id or 0, credits=credits, plan=plan, note=note or "cli grant")
     except AppError as exc:
         _fail(exc)
     status = components.billing.status(user)

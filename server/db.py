@@ -22,6 +22,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def json_list(raw: str | None) -> list[str]:
+    value = json.loads(raw or "[]")
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
 class Document(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     source: str = Field(unique=True, index=True, description="Stable name, e.g. knowledge/x.md")
@@ -39,8 +44,7 @@ class Document(SQLModel, table=True):
 
     @property
     def events(self) -> list[str]:
-        value = json.loads(self.events_json or "[]")
-        return [str(v) for v in value] if isinstance(value, list) else []
+        return json_list(self.events_json)
 
 
 class Chunk(SQLModel, table=True):
@@ -73,8 +77,7 @@ class User(SQLModel, table=True):
 
     @property
     def events(self) -> list[str]:
-        value = json.loads(self.events_json or "[]")
-        return [str(v) for v in value] if isinstance(value, list) else []
+        return json_list(self.events_json)
 
 
 class OAuthIdentity(SQLModel, table=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
@@ -447,3 +448,20 @@ def test_cors_allows_only_configured_origins(make_settings: MakeSettings) -> Non
             "https://club.example"
         )
         assert "access-control-allow-origin" not in preflight("https://evil.example").headers
+
+
+def test_cli_lists_users_and_sets_roles(api: TestClient, settings: Settings) -> None:
+    from tests.conftest import run_cli
+
+    register(api, "cli-user@example.com")
+    changed = run_cli(
+        "users", "set-role", "cli-user@example.com", "expert", data_dir=settings.data_dir
+    )
+    assert changed.returncode == 0 and "is now expert" in changed.stdout
+    listed = run_cli("users", "list", "--json", data_dir=settings.data_dir)
+    rows = {r["email"]: r for r in json.loads(listed.stdout)}
+    assert rows["cli-user@example.com"]["role"] == "expert"
+    bad = run_cli("users", "set-role", "cli-user@example.com", "wizard", data_dir=settings.data_dir)
+    assert bad.returncode == 2 and "role must be one of" in bad.stderr
+    missing = run_cli("users", "set-role", "ghost@example.com", "user", data_dir=settings.data_dir)
+    assert missing.returncode == 2 and "no account" in missing.stderr

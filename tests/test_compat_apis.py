@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import ollama
 import openai
 import pytest
@@ -77,6 +79,13 @@ def test_openai_client_models_and_embeddings(server: str) -> None:
     assert [len(v.embedding) for v in vectors.data] == [384, 384]
     same = client.embeddings.create(model="x", input="dally safety").data[0].embedding
     assert same == pytest.approx(vectors.data[0].embedding, abs=1e-5)
+    raw = httpx.post(
+        f"{server}/v1/embeddings", json={"input": "dally safety", "encoding_format": "base64"}
+    ).json()
+    decoded = np.frombuffer(base64.b64decode(raw["data"][0]["embedding"]), dtype="<f4")
+    assert decoded.tolist() == pytest.approx(same, abs=1e-5)
+    too_many = httpx.post(f"{server}/v1/embeddings", json={"input": ["x"] * 257})
+    assert too_many.status_code == 422 and too_many.json()["error"]["code"] == "invalid_input"
 
 
 def test_our_api_keys_work_as_the_openai_key(server: str) -> None:

@@ -77,6 +77,23 @@ class Embedder:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
+MAX_INPUTS = 256
+MAX_INPUT_CHARS = 20_000
+
+
+def embed_inputs(embedder: Embedder, inputs: str | list[str]) -> tuple[list[str], np.ndarray]:
+    """The embedding APIs' shared door: bounded input, then vectors."""
+    from server.errors import InvalidInput
+
+    texts = [inputs] if isinstance(inputs, str) else inputs
+    if not texts or len(texts) > MAX_INPUTS or any(len(t) > MAX_INPUT_CHARS for t in texts):
+        raise InvalidInput(
+            f"send 1 to {MAX_INPUTS} inputs of at most {MAX_INPUT_CHARS:,} characters each",
+            code="invalid_input",
+        )
+    return texts, embedder.encode(texts)
+
+
 @lru_cache(maxsize=4)
 def load_embedder(path: str | None) -> Embedder:
     """One embedder per folder per process: loading takes seconds, encoding is shared."""

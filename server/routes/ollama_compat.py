@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from server import __version__
 from server.chat import ChatRun, stream_tail
 from server.components import Components
-from server.errors import InvalidInput
+from server.rag.embedder import embed_inputs
 from server.routes.deps import CompatChat, CompatReader, ComponentsDep
 
 router = APIRouter(prefix="/ollama", tags=["ollama-compatible"])
@@ -170,8 +170,5 @@ async def generate(
 async def embed(
     body: OllamaEmbedRequest, components: ComponentsDep, _reader: CompatReader
 ) -> dict[str, Any]:
-    texts = [body.input] if isinstance(body.input, str) else body.input
-    if not texts or len(texts) > 256 or any(len(t) > 20_000 for t in texts):
-        raise InvalidInput("send 1 to 256 inputs of at most 20,000 characters each")
-    vectors = await asyncio.to_thread(components.embedder.encode, texts)
+    _, vectors = await asyncio.to_thread(embed_inputs, components.embedder, body.input)
     return {"model": MODEL_NAME, "embeddings": [v.tolist() for v in vectors]}

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from server.chat import ChatRun, answer_dict, stream_tail
 from server.components import Components
+from server.rag.embedder import embed_inputs
 from server.routes.deps import CompatChat, CompatReader, ComponentsDep
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
@@ -162,21 +163,14 @@ async def embeddings(
     body: EmbeddingRequest, components: ComponentsDep, _reader: CompatReader
 ) -> dict[str, Any]:
     """Vectors from the bundled embedder (384 dimensions, L2-normalised)."""
-    from server.errors import InvalidInput
-
-    texts = [body.input] if isinstance(body.input, str) else body.input
-    if not texts or len(texts) > 256 or any(len(t) > 20_000 for t in texts):
-        raise InvalidInput(
-            "send 1 to 256 inputs of at most 20,000 characters each", code="invalid_input"
-        )
     embedder = components.embedder
-    vectors = await asyncio.to_thread(embedder.encode, texts)
+    texts, vectors = await asyncio.to_thread(embed_inputs, embedder, body.input)
     tokens = sum(embedder.count_tokens(t) for t in texts)
     return {
         "object": "list",
         "model": embedder.name,
         "data": [
-            {"object": "embedding", "index": i, "embedding": v.tolist()}
+            {"object": "embedding", "index": i, "embedding": _encode(v, body)}
             for i, v in enumerate(vectors)
         ],
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
