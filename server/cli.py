@@ -364,7 +364,9 @@ def billing_sync() -> None:
 
 @billing_app.command("reconcile")
 def billing_reconcile(
-    limit: Annotated[int, typer.Option(help="How many recent Stripe events to replay")] = 100,
+    limit: Annotated[
+        int, typer.Option(help="Events fetched per page (every page is replayed)")
+    ] = 100,
 ) -> None:
     """Replay recent Stripe events that may have been missed; applied ones are skipped."""
     components = _components(quiet=True)

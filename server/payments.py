@@ -47,6 +47,14 @@ def _get(obj: Any, key: str, default: Any = None) -> Any:
         return default
 
 
+def _active_subscription(session: Session, user_id: int | None) -> BillingSubscription | None:
+    return session.exec(
+        select(BillingSubscription).where(
+            BillingSubscription.user_id == user_id, col(BillingSubscription.status).in_(ACTIVE)
+        )
+    ).first()
+
+
 def _version(row: BillingSubscription) -> int:
     """Keys derive from our last-seen state: a retried request repeats its key, while the
     next change (cancel, resume, cancel again) gets a new one."""
@@ -176,12 +184,7 @@ class Payments:
     def cancel(self, user: User, *, at_period_end: bool = True) -> dict[str, Any]:
         self.billing.stripe  # noqa: B018  (503 billing_disabled when off)
         with read_session(self.engine) as session:
-            current = session.exec(
-                select(BillingSubscription).where(
-                    BillingSubscription.user_id == user.id,
-                    col(BillingSubscription.status).in_(ACTIVE),
-                )
-            ).first()
+            current = _active_subscription(session, user.id)
         if current is None:
             raise NotFound("no active subscription")
         if at_period_end:
@@ -194,7 +197,8 @@ class Payments:
             )
         else:
             result = self.billing.stripe.v1.subscriptions.cancel(current.id)
-        self._sync_subscription(result.to_dict())  # reflect what Stripe now says; no grant involved
+        with write_session(self.engine) as session:  # Stripe's new state; no grant involved
+            self._sync_subscription(session, result.to_dict())
         return {
             "subscription": current.id,
             "status": result["status"],
@@ -205,14 +209,8 @@ class Payments:
         """Undo a cancellation that has not taken effect yet."""
         self.billing.stripe  # noqa: B018  (503 billing_disabled when off)
         with read_session(self.engine) as session:
-            current = session.exec(
-                select(BillingSubscription).where(
-                    BillingSubscription.user_id == user.id,
-                    col(BillingSubscription.status).in_(ACTIVE),
-                    col(BillingSubscription.cancel_at_period_end).is_(True),
-                )
-            ).first()
-        if current is None:
+            current = _active_subscription(session, user.id)
+        if current is None or not current.cancel_at_period_end:
             raise NotFound("no subscription waiting to end")
         result = self._post(
             "subscriptions",
@@ -221,7 +219,8 @@ class Payments:
             f"resume-{current.id}-{_version(current)}",
             current.id,
         )
-        self._sync_subscription(result.to_dict())
+        with write_session(self.engine) as session:
+            self._sync_subscription(session, result.to_dict())
         return {
             "subscription": current.id,
             "status": result["status"],
@@ -269,37 +268,30 @@ class Payments:
             f"refund-{order_id}-{order.refunded_cents}-{amount}",
         )
         # Stripe confirmed the refund: take back the credits once, keyed by the refund id.
-        self._apply_refund(order.payment_intent_id, refund["id"], amount)
+        with write_session(self.engine) as session:
+            self._apply_refund(session, order.payment_intent_id, refund["id"], amount)
         return {"refund": refund["id"], "amount_cents": amount, "status": refund["status"]}
 
-    def _apply_refund(
-        self, payment_intent: str, refund_id: str, amount: int, session: Session | None = None
-    ) -> None:
-        def apply(s: Session) -> None:
-            order = s.exec(
-                select(BillingOrder).where(BillingOrder.payment_intent_id == payment_intent)
-            ).first()
-            if order is None:
-                return
-            share = -(-order.credits * amount // order.amount_cents)  # round up
-            if self.billing._grant(
-                s,
-                order.user_id,
-                credits=-share,
-                plan=None,
-                reference=f"refund:{refund_id}",
-                note="refund",
-            ):
-                order.refunded_cents = min(order.amount_cents, order.refunded_cents + amount)
-                order.status = "refunded"
-                order.updated_at = utcnow()
-                s.add(order)
-
-        if session is not None:
-            apply(session)
-        else:
-            with write_session(self.engine) as s:
-                apply(s)
+    def _apply_refund(self, s: Session, payment_intent: str, refund_id: str, amount: int) -> None:
+        """Take back the credits a refund paid for, once per refund id."""
+        order = s.exec(
+            select(BillingOrder).where(BillingOrder.payment_intent_id == payment_intent)
+        ).first()
+        if order is None:
+            return
+        share = -(-order.credits * amount // order.amount_cents)  # round up
+        if self.billing._grant(
+            s,
+            order.user_id,
+            credits=-share,
+            plan=None,
+            reference=f"refund:{refund_id}",
+            note="refund",
+        ):
+            order.refunded_cents = min(order.amount_cents, order.refunded_cents + amount)
+            order.status = "refunded"
+            order.updated_at = utcnow()
+            s.add(order)
 
     # --- webhooks ---------------------------------------------------------------------
     def receive(self, payload: bytes, signature: str | None) -> str:
@@ -344,11 +336,11 @@ class Payments:
         if kind.startswith("payment_intent."):
             self._apply_intent(session, obj)
         elif kind.startswith(("customer.subscription.", "invoice.")):
-            self._sync_subscription(obj, session)
+            self._sync_subscription(session, obj)
         elif kind == "charge.refunded":
             for refund in _get(_get(obj, "refunds", {}), "data", []) or []:
                 self._apply_refund(
-                    obj.get("payment_intent", ""), refund["id"], int(refund["amount"]), session
+                    session, obj.get("payment_intent", ""), refund["id"], int(refund["amount"])
                 )
 
     def _apply_intent(self, session: Session, intent: dict[str, Any]) -> None:
@@ -374,39 +366,25 @@ class Payments:
         order.updated_at = utcnow()
         session.add(order)
 
-    def _sync_subscription(self, sub: Any, session: Session | None = None) -> None:
+    def _sync_subscription(self, s: Session, sub: Any) -> None:
         """Make our copy match Stripe's subscription, then the user's plan match that."""
-
-        def apply(s: Session) -> None:
-            user_id = self._user_for_customer(s, _get(sub, "customer"))
-            if user_id is None:
-                return
-            row = s.get(BillingSubscription, sub["id"]) or BillingSubscription(
-                id=sub["id"], user_id=user_id, plan="pro", status=sub["status"]
-            )
-            row.status = str(sub["status"])
-            row.cancel_at_period_end = bool(_get(sub, "cancel_at_period_end"))
-            end = _get(sub, "current_period_end")
-            row.current_period_end = datetime.fromtimestamp(end, UTC) if end else None
-            row.updated_at = utcnow()
-            s.add(row)
-            s.flush()
-            active = s.exec(
-                select(BillingSubscription).where(
-                    BillingSubscription.user_id == user_id,
-                    col(BillingSubscription.status).in_(ACTIVE),
-                )
-            ).first()
-            user = s.get(User, user_id)
-            if user is not None:
-                user.plan = "pro" if active else "free"
-                s.add(user)
-
-        if session is not None:
-            apply(session)
-        else:
-            with write_session(self.engine) as s:
-                apply(s)
+        user_id = self._user_for_customer(s, _get(sub, "customer"))
+        if user_id is None:
+            return
+        row = s.get(BillingSubscription, sub["id"]) or BillingSubscription(
+            id=sub["id"], user_id=user_id, plan="pro", status=sub["status"]
+        )
+        row.status = str(sub["status"])
+        row.cancel_at_period_end = bool(_get(sub, "cancel_at_period_end"))
+        end = _get(sub, "current_period_end")
+        row.current_period_end = datetime.fromtimestamp(end, UTC) if end else None
+        row.updated_at = utcnow()
+        s.add(row)
+        s.flush()
+        user = s.get(User, user_id)
+        if user is not None:
+            user.plan = "pro" if _active_subscription(s, user_id) else "free"
+            s.add(user)
 
     def reconcile(self, *, limit: int = 100) -> dict[str, int]:
         """Replay recent events from Stripe's list; already-processed ones are skipped."""
