@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
 from server.config import Settings
@@ -30,7 +30,7 @@ from server.db import (
     utcnow,
     write_session,
 )
-from server.errors import AppError, InvalidInput, NotFound
+from server.errors import AppError, Conflict, InvalidInput, NotFound
 from server.ratelimit import RateLimiter
 from server.security import (
     API_KEY_PREFIX,
@@ -155,7 +155,10 @@ class AccountService:
             user.password_hash = hashed
             user.updated_at = utcnow()
             if revoke:
+                # Keys go too: a password change is what a user does after a leak, and a
+                # key made with the stolen password must not outlive it.
                 self._revoke_all(session, user, "password changed")
+                self._revoke_api_keys(session, user.id)
             session.add(user)
 
     def request_password_reset(self, *, email: str, ip: str) -> str | None:
@@ -332,6 +335,21 @@ class AccountService:
                 key.revoked_at = utcnow()
                 session.add(key)
 
+    def revoke_all_api_keys(self, user: User) -> int:
+        """Revoke every live key of the user; returns how many were live."""
+        with write_session(self.engine) as session:
+            return self._revoke_api_keys(session, user.id)
+
+    @staticmethod
+    def _revoke_api_keys(session: Session, user_id: int | None) -> int:
+        keys = session.exec(
+            select(ApiKey).where(ApiKey.user_id == user_id, col(ApiKey.revoked_at).is_(None))
+        ).all()
+        for key in keys:
+            key.revoked_at = utcnow()
+            session.add(key)
+        return len(keys)
+
     # --- profile and administration ---------------------------------------------------
     def update_profile(self, user: User, changes: dict[str, Any]) -> User:
         with write_session(self.engine) as session:
@@ -369,11 +387,19 @@ class AccountService:
             user = session.get(User, user_id)
             if user is None:
                 raise NotFound("no such user")
+            if role is not None and role not in ROLES:
+                raise InvalidInput(f"role must be one of {', '.join(ROLES)}", code="invalid_role")
+            loses_admin = (
+                user.role == "admin"
+                and not user.disabled
+                and ((role is not None and role != "admin") or disabled is True)
+            )
+            if loses_admin and self._active_admins(session) <= 1:
+                raise Conflict(
+                    "this is the last active administrator; make another one first",
+                    code="last_admin",
+                )
             if role is not None:
-                if role not in ROLES:
-                    raise InvalidInput(
-                        f"role must be one of {', '.join(ROLES)}", code="invalid_role"
-                    )
                 user.role = role
             if disabled is not None and disabled != user.disabled:
                 user.disabled = disabled
@@ -382,6 +408,17 @@ class AccountService:
             user.updated_at = utcnow()
             session.add(user)
         return user
+
+    @staticmethod
+    def _active_admins(session: Session) -> int:
+        # Counted inside the caller's BEGIN IMMEDIATE, so two demotions cannot both pass.
+        return int(
+            session.exec(
+                select(func.count())
+                .select_from(User)
+                .where(User.role == "admin", col(User.disabled).is_(False))
+            ).one()
+        )
 
     def create_admin(self, email: str, password: str) -> User:
         email = normalise_email(email)

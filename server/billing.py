@@ -62,9 +62,19 @@ class Plan:
     credits: int = 0
 
 
+@dataclass(frozen=True)
+class Debit:
+    """What one question took, so a question that was never answered can be given back."""
+
+    plan: Plan
+    usage_id: int
+    paid_with: str  # quota or credit
+    user_id: int | None
+
+
 def plans(settings: Settings) -> dict[str, Plan]:
     def daily(n: int) -> int | None:
-        return n or None  # 0 means unlimited
+        return None if n < 0 else n  # -1 means unlimited; 0 means no free questions
 
     return {
         "free": Plan("free", "Free", "free", daily(settings.free_daily_messages), "local"),
@@ -148,7 +158,8 @@ class BillingService:
             # Guests get local models only, unless billing is off and the box's default plan
             # (an arena's choice) includes more.
             tier = default.tier if not self.enabled else "local"
-            return Plan("guest", "Guest", "free", self.settings.guest_daily_messages or None, tier)
+            guest = self.settings.guest_daily_messages
+            return Plan("guest", "Guest", "free", None if guest < 0 else guest, tier)
         return self.plans["pro"] if user.plan == "pro" else default
 
     def status(self, user: User) -> dict[str, Any]:
@@ -184,7 +195,7 @@ class BillingService:
             ).one()
         )
 
-    def debit_message(self, user_id: int | None, guest_key: str | None = None) -> Plan:
+    def debit_message(self, user_id: int | None, guest_key: str | None = None) -> Debit:
         """Take one question from today's quota, else one credit, atomically, and return the
         plan it ran under; raise 402 naming the plan when neither is left."""
         subject = f"user:{user_id}" if user_id is not None else f"guest:{guest_key}"
@@ -193,19 +204,44 @@ class BillingService:
             plan = self.plan_of(user)
             used = self._used_today(session, subject)
             if plan.daily_messages is None or used < plan.daily_messages:
-                session.add(Usage(subject=subject, day=today(), paid_with="quota"))
-                return plan
-            if user is not None and user.credits > 0:
+                paid_with = "quota"
+            elif user is not None and user.credits > 0:
+                paid_with = "credit"
                 user.credits -= 1
                 session.add(user)
                 session.add(LedgerEntry(user_id=user.id or 0, delta=-1, kind="message"))
-                session.add(Usage(subject=subject, day=today(), paid_with="credit"))
-                return plan
+            else:
+                paid_with = ""
+            if paid_with:
+                usage = Usage(subject=subject, day=today(), paid_with=paid_with)
+                session.add(usage)
+                session.flush()
+                return Debit(plan, usage.id or 0, paid_with, user_id)
         raise QuotaExceeded(
             f"the {plan.title} plan allows {plan.daily_messages} questions a day and they are "
             "used up" + ("; buy credits or upgrade to Pro" if user_id else "; sign in for more"),
             details={"plan": plan.name, "daily_messages": plan.daily_messages},
         )
+
+    def refund_message(self, debit: Debit) -> None:
+        """Give back a debit whose question got no answer (busy, every backend down, no
+        index): the usage row goes, and a credit returns through the ledger, in one
+        transaction. Idempotent: a second call finds no usage row and does nothing."""
+        with write_session(self.engine) as session:
+            usage = session.get(Usage, debit.usage_id)
+            if usage is None:
+                return
+            session.delete(usage)
+            if debit.paid_with == "credit" and debit.user_id is not None:
+                user = session.get(User, debit.user_id)
+                if user is not None:
+                    user.credits += 1
+                    session.add(user)
+                    session.add(
+                        LedgerEntry(
+                            user_id=debit.user_id, delta=1, kind="message", note="not answered"
+                        )
+                    )
 
     def grant(
         self,

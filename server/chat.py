@@ -25,6 +25,7 @@ from server.llm.base import GenerationRequest, Passage
 from server.llm.chain import FailoverChain, Generation
 from server.llm.cleanup import cited_numbers, clean_answer, is_substantive
 from server.llm.extractive import extractive_answer
+from server.llm.remote import StreamFilter
 from server.prompting import (
     attribute,
     build_messages,
@@ -35,6 +36,7 @@ from server.prompting import (
     with_evidence,
 )
 from server.rag.embedder import Embedder
+from server.rag.loaders import clean_text
 from server.rag.retriever import Hit, Retriever
 
 log = logging.getLogger(__name__)
@@ -131,7 +133,8 @@ class ChatService:
             )
         if not messages or messages[-1]["role"] != "user":
             raise InvalidInput("the last message must come from the user", code="no_question")
-        question = messages[-1]["content"].strip()
+        # Cleaned as the knowledge is: NUL, control and zero-width characters are nothing.
+        question = clean_text(messages[-1]["content"])
         if not question:
             raise InvalidInput("the question is empty", code="empty_question")
         if len(question) > self.settings.max_question_chars:
@@ -165,8 +168,43 @@ class ChatService:
                 raise InvalidInput("sign in to continue a conversation", code="sign_in_required")
             self.conversations.get(user_id, conversation_id)  # 404 unless it is theirs
             history = self.conversations.history(conversation_id)
-        # Paid for before any work; the plan's tier decides which backends may answer.
-        plan = await asyncio.to_thread(self.billing.debit_message, user_id, guest_key)
+        # Paid for before any work, so concurrent questions cannot overspend; given back if
+        # no answer starts. The plan's tier decides which backends may answer.
+        debit = await asyncio.to_thread(self.billing.debit_message, user_id, guest_key)
+        try:
+            request, hits, passages, facts = await self._prepare(
+                question, history, skill_level, max_tokens
+            )
+            generation = await self.chain.start(
+                request,
+                exclude=PREMIUM_BACKENDS if debit.plan.tier == "local" else frozenset(),
+            )
+        except BaseException:  # busy, every backend down, no index, client gone
+            await asyncio.shield(asyncio.to_thread(self.billing.refund_message, debit))
+            raise
+        return ChatRun(
+            question,
+            skill_level,
+            passages,
+            hits,
+            facts,
+            request,
+            generation,
+            started,
+            user_id,
+            conversation_id,
+            save and user_id is not None,
+            api,
+        )
+
+    async def _prepare(
+        self,
+        question: str,
+        history: list[dict[str, str]],
+        skill_level: SkillLevel,
+        max_tokens: int | None,
+    ) -> tuple[GenerationRequest, list[Hit], list[Passage], list[tuple[int, str]]]:
+        """Retrieve, pick the facts and build the prompt."""
         query = question
         if history and len(question.split()) < 6:  # "what about heelers?" needs its context
             last_user = next((m["content"] for m in reversed(history) if m["role"] == "user"), "")
@@ -190,31 +228,23 @@ class ChatService:
             temperature=self.settings.llm_temperature,
             timeout_s=self.settings.generation_timeout_s,
         )
-        generation = await self.chain.start(
-            request, exclude=PREMIUM_BACKENDS if plan.tier == "local" else frozenset()
-        )
-        return ChatRun(
-            question,
-            skill_level,
-            passages,
-            hits,
-            facts,
-            request,
-            generation,
-            started,
-            user_id,
-            conversation_id,
-            save and user_id is not None,
-            api,
-        )
+        return request, hits, passages, facts
 
     async def tokens(self, run: ChatRun) -> AsyncIterator[str]:
         """Stream the draft, then settle the final answer on `run.answer` and record it."""
         parts: list[str] = []
+        count = 0
+        remote = StreamFilter()  # the draft is shown as it streams, so filter it as it goes
         async for token in run.generation.tokens:
-            parts.append(token)
-            yield token
-        run.answer = await asyncio.to_thread(self._finish, run, "".join(parts), len(parts))
+            count += 1
+            text = remote.feed(token)
+            if text:
+                parts.append(text)
+                yield text
+        if tail := remote.flush():
+            parts.append(tail)
+            yield tail
+        run.answer = await asyncio.to_thread(self._finish, run, "".join(parts), count)
 
     async def answer(self, messages: list[dict[str, str]], **kwargs: Any) -> ChatAnswer:
         run = await self.begin(messages, **kwargs)

@@ -18,6 +18,7 @@ from server import logs
 from server.components import Components
 from server.config import Settings, SkillLevel
 from server.errors import AppError
+from server.rag.ingest import ENCODE_BATCH
 
 app = typer.Typer(
     help="RodeoAI: an offline rodeo expert that answers with cited sources.",
@@ -91,12 +92,26 @@ def ingest(
         transient=as_json,
     ) as bar:
         task = bar.add_task("", total=len(files))
+        # A second bar for the chunks of a large file, which can take minutes alone.
+        chunks = bar.add_task("", total=None, visible=False)
+
+        def on_chunks(path: Path, done: int, total: int) -> None:
+            big = total > ENCODE_BATCH
+            bar.update(
+                chunks,
+                completed=done,
+                total=total,
+                visible=big and done < total,
+                description=f"chunks of {path.name}",
+            )
+
         summary = components.ingestor.ingest(
             paths,
             prune=prune,
             progress=lambda path, done, total: bar.update(
                 task, completed=done, description=path.name
             ),
+            chunk_progress=on_chunks,
         )
     for error in summary.errors:
         console.print(f"[yellow]skipped[/yellow] {error['path']}: {error['message']}")
@@ -237,28 +252,31 @@ def index_rebuild(
 
 @index_app.command("status")
 def index_status() -> None:
-    """Show the index manifest next to the database counts."""
+    """Show the index manifest next to the database counts, and whether it is current."""
     from server.db import counts, current_generation
     from server.rag.vector_index import IndexCorrupt, VectorIndex
 
     components = _components(quiet=True)
     documents, chunks = counts(components.engine)
+    generation = current_generation(components.engine)
     index = VectorIndex(components.settings.index_dir, embedder="?", dimension=0)
     try:
-        manifest: object = index.read_manifest().__dict__
+        found = index.read_manifest()
+        manifest: object = found.__dict__
+        current = found.generation == generation and found.count == chunks
+        state = "current" if current else "stale"
     except IndexCorrupt as exc:
-        manifest = f"unusable: {exc}"
-    print(
-        json.dumps(
-            {
-                "documents": documents,
-                "chunks": chunks,
-                "database_generation": current_generation(components.engine),
-                "manifest": manifest,
-            },
-            indent=2,
-        )
-    )
+        manifest, state = f"unusable: {exc}", "unusable"
+    report: dict[str, object] = {
+        "state": state,
+        "documents": documents,
+        "chunks": chunks,
+        "database_generation": generation,
+        "manifest": manifest,
+    }
+    if state != "current":
+        report["fix"] = "run `rodeoai index rebuild` (a server rebuilds it at start-up too)"
+    print(json.dumps(report, indent=2))
 
 
 def _read_password(password_stdin: bool) -> str:

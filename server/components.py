@@ -75,6 +75,7 @@ class Components:
             knowledge_dir=self.settings.knowledge_dir,
             chunk_tokens=self.settings.chunk_tokens,
             chunk_overlap=self.settings.chunk_overlap,
+            max_file_bytes=self.settings.max_file_bytes,
         )
 
     @cached_property

@@ -76,6 +76,11 @@ class Settings(BaseSettings):
 
     # --- retrieval ---------------------------------------------------------------------
     chunk_tokens: int = Field(default=180, ge=32, le=512)
+    max_file_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description="Larger files are skipped at ingestion, checked before they are read.",
+    )
     chunk_overlap: int = Field(default=40, ge=0, le=256)
     top_k: int = Field(default=4, ge=1, le=20, description="Chunks placed in the prompt.")
     candidates: int = Field(default=40, ge=5, le=500, description="Per-retriever pool for RRF.")
@@ -132,6 +137,10 @@ class Settings(BaseSettings):
     refresh_ip_limit: str = "120/minute"
     chat_user_limit: str = "30/minute"
     chat_guest_limit: str = "10/minute"
+    search_user_limit: str = Field(
+        default="300/minute", description="/api/search and the embeddings APIs, per user."
+    )
+    search_guest_limit: str = Field(default="60/minute", description="The same, per guest address.")
     # OAuth / OpenID Connect providers (each on when its client id is set).
     oauth_google_client_id: str | None = None
     oauth_google_client_secret: SecretStr | None = None
@@ -158,13 +167,16 @@ class Settings(BaseSettings):
         default="free", description="Plan of every user without a subscription."
     )
     currency: str = "usd"
-    free_daily_messages: int = Field(default=20, ge=0, description="0 = unlimited.")
-    pro_daily_messages: int = Field(default=0, ge=0, description="0 = unlimited.")
+    # Daily questions: -1 = unlimited, 0 = none (credits only), N = N a day.
+    free_daily_messages: int = Field(default=20, ge=-1, description="-1 = unlimited, 0 = none.")
+    pro_daily_messages: int = Field(default=-1, ge=-1, description="-1 = unlimited, 0 = none.")
     pro_price_cents: int = Field(default=1500, ge=50)
     credit_pack_credits: int = Field(default=100, ge=1)
     credit_pack_price_cents: int = Field(default=500, ge=50)
     guest_daily_messages: int = Field(
-        default=0, ge=0, description="Open mode, per address; 0 = unlimited (rate limits apply)."
+        default=-1,
+        ge=-1,
+        description="Open mode, per address; -1 = unlimited (rate limits apply), 0 = none.",
     )
 
     # --- HTTP --------------------------------------------------------------------------
@@ -212,6 +224,8 @@ class Settings(BaseSettings):
         "refresh_ip_limit",
         "chat_user_limit",
         "chat_guest_limit",
+        "search_user_limit",
+        "search_guest_limit",
     )
     @classmethod
     def _rate_limit_syntax(cls, value: str) -> str:

@@ -44,6 +44,13 @@ class NotFound(AppError):
     code = "not_found"
 
 
+class Conflict(AppError):
+    """The request is valid but would break a rule about the current state."""
+
+    status = 409
+    code = "conflict"
+
+
 class IndexUnavailable(AppError):
     """No knowledge is loaded, or the index cannot be used with the configured embedder."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -34,6 +35,7 @@ from server.routes import (
     users,
 )
 from server.routes.docs import install_docs
+from server.schemas import COMMON_ERRORS
 
 log = logging.getLogger("server.http")
 
@@ -50,10 +52,19 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 _STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+# A client's X-Request-Id is kept only when it cannot forge or break a log line.
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
-class _BodyTooLarge(Exception):
-    pass
+def request_id_from(headers: dict[bytes, bytes]) -> str:
+    offered = headers.get(b"x-request-id", b"").decode("latin-1")
+    return offered if _SAFE_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex[:16]
+
+
+def _too_large(limit: int) -> StarletteHTTPException:
+    # An HTTPException, not a private error: FastAPI turns anything else raised while it
+    # reads a body into a generic 400, which hid the 413 from chunked uploads.
+    return StarletteHTTPException(413, f"request body exceeds {limit} bytes")
 
 
 class GuardMiddleware:
@@ -68,24 +79,26 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex[:16]
+        rid = request_id_from(headers)
         token = logs.request_id.set(rid)
         started = time.monotonic()
         status = 500
         declared = headers.get(b"content-length", b"")
         received = 0
+        response_started = False
 
         async def guarded_receive() -> Message:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_body:
-                raise _BodyTooLarge
+                raise _too_large(self.max_body)
             return message
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
+                response_started = True
                 status = message["status"]
                 extra = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
                 csp = DOCS_CSP if scope["path"] == "/docs" else STRICT_CSP
@@ -99,18 +112,30 @@ class GuardMiddleware:
 
         try:
             if declared.isdigit() and int(declared) > self.max_body:
-                raise _BodyTooLarge
-            await self.app(scope, guarded_receive, send_with_headers)
-        except _BodyTooLarge:
-            response = JSONResponse(
-                error_body(
+                await _reply(
+                    scope,
+                    receive,
+                    send_with_headers,
+                    413,
                     "payload_too_large",
                     f"request body exceeds {self.max_body} bytes",
-                    request_id=rid,
-                ),
-                status_code=413,
+                )
+            else:
+                await self.app(scope, guarded_receive, send_with_headers)
+        except Exception:
+            # Here, not in Starlette's outermost handler, so the 500 keeps its request id and
+            # security headers, and the keep-alive connection survives.
+            log.exception("unhandled error")
+            if response_started:
+                raise  # part of a reply is out: the connection must close
+            await _reply(
+                scope,
+                receive,
+                send_with_headers,
+                500,
+                "internal_error",
+                "something went wrong on our side; the request id is in the logs",
             )
-            await response(scope, receive, send_with_headers)
         finally:
             log.info(
                 "%s %s -> %s in %.0f ms",
@@ -120,6 +145,27 @@ class GuardMiddleware:
                 (time.monotonic() - started) * 1000,
             )
             logs.request_id.reset(token)
+
+
+async def _reply(
+    scope: Scope, receive: Receive, send: Send, status: int, code: str, message: str
+) -> None:
+    body = error_body(code, message, request_id=logs.request_id.get())
+    await JSONResponse(body, status_code=status)(scope, receive, send)
+
+
+def _unparsable_body(exc: StarletteHTTPException) -> str | None:
+    """FastAPI answers 400 "error parsing the body" for a body it could not decode; say why."""
+    cause = exc.__cause__
+    if exc.status_code != 400 or cause is None or "parsing the body" not in str(exc.detail):
+        return None
+    if isinstance(cause, UnicodeDecodeError):
+        return "not valid UTF-8 (JSON bodies must be UTF-8)"
+    if isinstance(cause, LookupError):
+        return "unknown charset; send JSON as UTF-8"
+    if isinstance(cause, RecursionError):
+        return "nested too deeply"
+    return f"could not be read ({type(cause).__name__})"
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -143,6 +189,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        unparsable = _unparsable_body(exc)
+        if unparsable:  # the same 422 as malformed JSON, with the reason
+            return reply(request, 422, "validation_error", f"body: {unparsable}")
         code = _STATUS_CODES.get(exc.status_code, "http_error")
         message = "no such route" if exc.status_code == 404 else str(exc.detail)
         return reply(request, exc.status_code, code, message, headers=getattr(exc, "headers", None))
@@ -160,16 +209,6 @@ def _install_error_handlers(app: FastAPI) -> None:
             "validation_error",
             f"{first['field']}: {first['problem']}",
             details=details,
-        )
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return reply(
-            request,
-            500,
-            "internal_error",
-            "something went wrong on our side; the request id is in the logs",
         )
 
 
@@ -207,7 +246,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openai_compat,
         ollama_compat,
     ):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=COMMON_ERRORS)
     install_docs(app)
     if settings.cors_origins:
         app.add_middleware(
@@ -224,6 +263,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def _start(components: Components) -> None:
     components.index  # noqa: B018  (loads, or rebuilds when missing or corrupt)
     components.load_starter_knowledge()
+    # The first encode in a process takes seconds (torch start-up); pay it here, not in
+    # the first user's question.
+    components.embedder.encode(["warm up"])
     for backend in components.chain.backends:
         warm_up = getattr(backend, "warm_up", None)
         if warm_up:

@@ -6,10 +6,12 @@ webhooks (or the reconcile replay), after re-fetching the object from Stripe.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from sqlmodel import Session, col, select
 
@@ -27,6 +29,8 @@ from server.db import (
 from server.errors import AppError, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
 HANDLED = {
     "payment_intent.succeeded",
     "payment_intent.payment_failed",
@@ -59,6 +63,46 @@ def _version(row: BillingSubscription) -> int:
     """Keys derive from our last-seen state: a retried request repeats its key, while the
     next change (cancel, resume, cancel again) gets a new one."""
     return int(row.updated_at.timestamp() * 1000)
+
+
+def stripe_error(exc: Exception) -> AppError:
+    """Stripe's refusal or outage as one of our errors: a declined card or a bad payment
+    method is the client's to fix; a bad key or an outage is the operator's or Stripe's."""
+    import stripe
+
+    message = getattr(exc, "user_message", None) or str(exc) or type(exc).__name__
+    if isinstance(exc, stripe.CardError):
+        return AppError(f"payment declined: {message}", code="payment_declined", status=402)
+    if isinstance(exc, stripe.InvalidRequestError):
+        return InvalidInput(f"Stripe refused the request: {message}", code="payment_rejected")
+    if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
+        return AppError(
+            "Stripe refused this box's API key; an administrator must fix RODEOAI_STRIPE_API_KEY",
+            code="billing_misconfigured",
+            status=503,
+        )
+    return AppError(
+        "the payment provider is unreachable or failing; try again shortly",
+        code="payment_provider_error",
+        status=502,
+        headers={"Retry-After": "30"},
+    )
+
+
+def stripe_call(method: Callable[P, R]) -> Callable[P, R]:
+    """Translate any Stripe error a method meets, so no client ever gets a 500 for it."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        import stripe
+
+        try:
+            return method(*args, **kwargs)
+        except stripe.StripeError as exc:
+            log.warning("Stripe error in %s: %s", method.__name__, exc)
+            raise stripe_error(exc) from exc
+
+    return wrapper
 
 
 class Payments:
@@ -100,6 +144,7 @@ class Payments:
         return row.user_id if row else None
 
     # --- credit packs -----------------------------------------------------------------
+    @stripe_call
     def purchase(self, user: User, *, payment_method: str | None = None) -> dict[str, Any]:
         self.billing.stripe  # noqa: B018  (503 billing_disabled when off)
         pack = self.billing.plans["credits"]
@@ -122,7 +167,11 @@ class Payments:
         }
         if payment_method:
             params["payment_method"] = payment_method
-        intent = self._post("payment_intents", "create", params, f"order-{order_id}")
+        try:
+            intent = self._post("payment_intents", "create", params, f"order-{order_id}")
+        except Exception:
+            self._mark_failed(order_id)  # the order never reached Stripe: not left pending
+            raise
         with write_session(self.engine) as session:
             row = session.get(BillingOrder, order_id)
             assert row is not None
@@ -137,7 +186,15 @@ class Payments:
             "currency": self.settings.currency,
         }
 
+    def _mark_failed(self, order_id: int | None) -> None:
+        with write_session(self.engine) as session:
+            row = session.get(BillingOrder, order_id)
+            if row is not None and row.status == "pending":
+                row.status = "failed"
+                session.add(row)
+
     # --- subscriptions ----------------------------------------------------------------
+    @stripe_call
     def subscribe(self, user: User, *, payment_method: str | None = None) -> dict[str, Any]:
         self.billing.stripe  # noqa: B018  (503 billing_disabled when off)
         plan_id = self.settings.stripe_pro_plan_id
@@ -181,6 +238,7 @@ class Payments:
         )
         return {"subscription": subscription["id"], "status": subscription["status"]}
 
+    @stripe_call
     def cancel(self, user: User, *, at_period_end: bool = True) -> dict[str, Any]:
         self.billing.stripe  # noqa: B018  (503 billing_disabled when off)
         with read_session(self.engine) as session:
@@ -205,6 +263,7 @@ class Payments:
             "cancel_at_period_end": bool(_get(result, "cancel_at_period_end")),
         }
 
+    @stripe_call
     def resume(self, user: User) -> dict[str, Any]:
         """Undo a cancellation that has not taken effect yet."""
         self.billing.stripe  # noqa: B018  (503 billing_disabled when off)
@@ -227,6 +286,7 @@ class Payments:
             "cancel_at_period_end": False,
         }
 
+    @stripe_call
     def invoices(self, user: User) -> list[dict[str, Any]]:
         """Stripe's invoices for the user's subscription payments, where there are any."""
         if not self.billing.enabled:
@@ -249,6 +309,7 @@ class Payments:
         ]
 
     # --- refunds (admin) --------------------------------------------------------------
+    @stripe_call
     def refund(self, order_id: int, *, amount_cents: int | None = None) -> dict[str, Any]:
         self.billing.stripe  # noqa: B018  (503 billing_disabled when off)
         with read_session(self.engine) as session:
@@ -311,6 +372,7 @@ class Payments:
             raise InvalidInput("webhook body is not a Stripe event", code="bad_event") from exc
         return self.process(event_id, kind, event.get("data", {}).get("object", {}))
 
+    @stripe_call
     def process(self, event_id: str, kind: str, obj: dict[str, Any]) -> str:
         if kind not in HANDLED:
             return "ignored"
@@ -386,6 +448,7 @@ class Payments:
             user.plan = "pro" if _active_subscription(s, user_id) else "free"
             s.add(user)
 
+    @stripe_call
     def reconcile(self, *, limit: int = 100) -> dict[str, int]:
         """Replay recent events from Stripe's list; already-processed ones are skipped."""
         counts = {"processed": 0, "duplicate": 0, "ignored": 0}
@@ -396,6 +459,7 @@ class Payments:
             counts[outcome] += 1
         return counts
 
+    @stripe_call
     def sync_plans(self) -> str:
         """Create the Pro product and monthly plan in Stripe; prints the plan id to set."""
         product = self._post(

@@ -8,6 +8,7 @@ import numpy as np
 
 from server.llm.base import Passage
 from server.llm.cleanup import cited_numbers, split_sentences
+from server.llm.remote import strip_remote
 from server.rag.embedder import Embedder
 from server.rag.retriever import Hit
 
@@ -45,7 +46,9 @@ def fit_passages(hits: list[Hit], embedder: Embedder, budget: int) -> list[Passa
         if passages and spent + cost > budget:
             break
         spent += cost
-        passages.append(Passage(len(passages) + 1, hit.title, hit.source, hit.location, hit.text))
+        # Remote content never reaches the model, the evidence lines or a quoted answer.
+        text = strip_remote(hit.text)
+        passages.append(Passage(len(passages) + 1, hit.title, hit.source, hit.location, text))
     return passages
 
 

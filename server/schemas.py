@@ -9,6 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from server.config import SkillLevel
 
+# SQLite and PostgreSQL integers are 64-bit signed: a larger id or offset can name nothing,
+# and refusing it here keeps it from ever reaching the database as an overflow.
+MAX_ID = 2**63 - 1
+
 
 class ChatMessage(BaseModel):
     role: Literal["system", "user", "assistant"]
@@ -21,7 +25,10 @@ class ChatRequest(BaseModel):
         default=None, description="Overrides the profile's depth: beginner ... pro."
     )
     conversation_id: int | None = Field(
-        default=None, description="Continue this saved conversation (signed-in users)."
+        default=None,
+        ge=1,
+        le=MAX_ID,
+        description="Continue this saved conversation (signed-in users).",
     )
     save: bool = Field(default=True, description="Save a signed-in user's exchange.")
 
@@ -83,6 +90,31 @@ class ErrorBody(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorBody
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
+    """OpenAPI entries for error replies, all in the one envelope."""
+    return {
+        status: {"model": ErrorOut, "description": ERROR_MEANINGS[status]} for status in statuses
+    }
+
+
+ERROR_MEANINGS = {
+    400: "The request could not be read",
+    401: "Sign-in required, or a bad or revoked token",
+    402: "No questions left on the plan today",
+    403: "Not allowed for this role",
+    404: "No such object, or not yours",
+    409: "In conflict with the current state",
+    413: "Request body too large",
+    422: "Invalid input: the message says which field and why",
+    429: "Too many requests; see Retry-After",
+    500: "Our fault; the request id is in the logs",
+    502: "A model backend or the payment provider failed",
+    503: "Busy, no knowledge loaded, or billing off; see Retry-After where given",
+}
+# What any operation can answer: bad bodies, auth, limits, and our own failures.
+COMMON_ERRORS = error_responses(400, 401, 403, 404, 413, 422, 429, 500, 502, 503)
 
 
 # --- accounts ------------------------------------------------------------------------------
@@ -232,10 +264,15 @@ class ConversationPatch(StrictModel):
 # --- billing -------------------------------------------------------------------------------
 class PaymentIn(StrictModel):
     payment_method: str | None = Field(
-        default=None, max_length=100, description="A Stripe PaymentMethod id (pm_...)"
+        default=None,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9_]+$",
+        description="A Stripe PaymentMethod id (pm_...)",
     )
 
 
 class RefundIn(StrictModel):
-    order_id: int
-    amount_cents: int | None = Field(default=None, ge=1, description="Empty: the rest")
+    order_id: int = Field(ge=1, le=MAX_ID)
+    amount_cents: int | None = Field(
+        default=None, ge=1, le=100_000_000, description="Empty: the rest"
+    )

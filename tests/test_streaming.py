@@ -79,6 +79,9 @@ def single_slot_server(
         llm_temperature="1.0",
         chat_guest_limit="1000/minute",
     ) as url:
+        # The first question a server answers while generating runs seconds slower (first
+        # use of torch beside llama.cpp), long enough for a short draft to finish first.
+        assert httpx.post(f"{url}/api/chat", json=ASK, timeout=60).status_code == 200
         yield url
 
 

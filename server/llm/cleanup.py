@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 
+from server.llm.remote import strip_remote
+
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 _CITATION = re.compile(r"\[(\d{1,2})\]")
 _ANY_BRACKET_CITE = re.compile(r"\[(?:source\s*)?(\d{1,2})(?:\s*,\s*(\d{1,2}))*\]", re.I)
@@ -91,7 +93,7 @@ def is_substantive(text: str, *, min_words: int = 4) -> bool:
 
 
 def clean_answer(text: str, *, source_count: int) -> str:
-    text = _BOILERPLATE.sub("", text.replace("\r", "")).strip()
+    text = _BOILERPLATE.sub("", strip_remote(text.replace("\r", ""))).strip()
     if text[:1].islower():
         text = text[0].upper() + text[1:]
     text = trim_runaway(text)

@@ -15,6 +15,8 @@ from itertools import groupby
 from server.rag.loaders import Section
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9*-])")
+# WordPiece reads a longer "word" as one [UNK], so token counts would not bound its size.
+MAX_WORD_CHARS = 100  # all-MiniLM-L6-v2's max_input_chars_per_word
 
 
 @dataclass
@@ -55,18 +57,29 @@ def _location(section: Section, start: float | None, end: float | None) -> str |
     return ", ".join(parts) or None
 
 
+def _words(sentence: str) -> Iterable[str]:
+    for word in sentence.split():
+        for start in range(0, len(word), MAX_WORD_CHARS):
+            yield word[start : start + MAX_WORD_CHARS]
+
+
 def _split_long(text: str, limit: int, count: Callable[[str], int]) -> Iterable[str]:
-    """Sentences first; a sentence still over the limit is cut into word windows."""
+    """Sentences first; a sentence still over the limit is cut into word windows. Words are
+    counted one by one (the tokenizer splits on spaces first), so a long sentence costs
+    linear time, and an over-long word is cut into pieces first."""
     for sentence in _SENTENCE_END.split(text):
-        if count(sentence) <= limit:
+        if count(sentence) <= limit and not any(len(w) > MAX_WORD_CHARS for w in sentence.split()):
             yield sentence
             continue
-        words, window = sentence.split(), []
-        for word in words:
-            window.append(word)
-            if count(" ".join(window)) >= limit:
+        window: list[str] = []
+        tokens = 0
+        for word in _words(sentence):
+            cost = count(word)
+            if window and tokens + cost > limit:
                 yield " ".join(window)
-                window = []
+                window, tokens = [], 0
+            window.append(word)
+            tokens += cost
         if window:
             yield " ".join(window)
 
@@ -79,7 +92,7 @@ def _units(sections: list[Section], limit: int, count: Callable[[str], int]) -> 
             if not paragraph:
                 continue
             tokens = count(paragraph)
-            if tokens <= limit:
+            if tokens <= limit and max(map(len, paragraph.split()), default=0) <= MAX_WORD_CHARS:
                 units.append(Unit(paragraph, tokens, section.start, section.end))
                 continue
             for piece in _split_long(paragraph, limit, count):

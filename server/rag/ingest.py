@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
 from server.db import (
@@ -34,7 +35,8 @@ from server.rag.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[Path, int, int], None]
+Progress = Callable[[Path, int, int], None]  # file, done, total: files, or chunks of one file
+ENCODE_BATCH = 64  # chunks encoded between two progress reports
 
 
 @dataclass
@@ -75,6 +77,7 @@ class Ingestor:
         knowledge_dir: Path,
         chunk_tokens: int,
         chunk_overlap: int,
+        max_file_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.engine = engine
         self.embedder = embedder
@@ -82,6 +85,7 @@ class Ingestor:
         self.knowledge_dir = knowledge_dir.resolve()
         self.chunk_tokens = chunk_tokens
         self.chunk_overlap = chunk_overlap
+        self.max_file_bytes = max_file_bytes
 
     # --- naming -------------------------------------------------------------------------
     def source_name(self, path: Path) -> str:
@@ -95,7 +99,8 @@ class Ingestor:
 
     @staticmethod
     def discover(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:
-        """Files to ingest, and the folders given (whose vanished files get pruned)."""
+        """Files to ingest, and the folders given (whose vanished files get pruned). A link
+        in a folder that points out of it is kept here, so `ingest` reports it as skipped."""
         files: list[Path] = []
         folders: list[Path] = []
         for path in paths:
@@ -104,7 +109,7 @@ class Ingestor:
                 files.extend(
                     p
                     for p in sorted(path.rglob("*"))
-                    if p.is_file()
+                    if (p.is_file() or p.is_symlink())
                     and p.suffix.lower() in SUPPORTED_SUFFIXES
                     and not any(part.startswith(".") for part in p.relative_to(path).parts)
                 )
@@ -112,22 +117,41 @@ class Ingestor:
                 files.append(path)  # missing or unsupported files are reported, not dropped
         return files, folders
 
+    @staticmethod
+    def _outside(path: Path, folders: list[Path]) -> bool:
+        """A file found in a folder whose real location is not in that folder (a link out)."""
+        found_in = [f for f in folders if path.is_relative_to(f)]
+        return bool(found_in) and not any(
+            path.resolve().is_relative_to(f.resolve()) for f in found_in
+        )
+
     # --- ingestion ----------------------------------------------------------------------
     def ingest(
-        self, paths: Iterable[Path], *, prune: bool = True, progress: Progress | None = None
+        self,
+        paths: Iterable[Path],
+        *,
+        prune: bool = True,
+        progress: Progress | None = None,
+        chunk_progress: Progress | None = None,
     ) -> IngestSummary:
         files, folders = self.discover(paths)
         summary = IngestSummary()
         seen: set[str] = set()
         for number, path in enumerate(files, start=1):
-            source = self.source_name(path)
-            seen.add(source)
             try:
-                self._ingest_one(path, source, summary)
+                if self._outside(path, folders):
+                    raise IngestError(
+                        "a link to a file outside the folder; ingest that file by its own path",
+                        code="outside_folder",
+                    )
+                source = self.source_name(path)
+                seen.add(source)
+                self._ingest_one(path, source, summary, chunk_progress)
             except IngestError as exc:
-                summary.skipped_files += 1
-                summary.errors.append({"path": str(path), "code": exc.code, "message": exc.message})
-                log.warning("skipped %s: %s", path, exc.message)
+                self._skip(summary, path, exc.code, exc.message)
+            except Exception as exc:  # one bad file never stops the batch
+                log.exception("failed on %s", path)
+                self._skip(summary, path, "internal_error", f"{type(exc).__name__}: {exc}")
             if progress:
                 progress(path, number, len(files))
         if prune:
@@ -141,13 +165,47 @@ class Ingestor:
             self.index.save()
         return summary
 
-    def _ingest_one(self, path: Path, source: str, summary: IngestSummary) -> None:
+    @staticmethod
+    def _skip(summary: IngestSummary, path: Path, code: str, message: str) -> None:
+        summary.skipped_files += 1
+        summary.errors.append({"path": str(path), "code": code, "message": message})
+        log.warning("skipped %s: %s", path, message)
+
+    def _read(self, path: Path) -> bytes:
+        """The file's bytes, after the checks that need none of them: type, kind, size."""
+        if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+            raise IngestError(
+                f"unsupported file type {path.suffix.lower() or '(none)'}", code="unsupported_type"
+            )
+        limit = self.max_file_bytes
         try:
-            raw = path.read_bytes()
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode):
+                raise IngestError("not a regular file", code="not_a_file")
+            if info.st_size > limit:
+                raise IngestError(
+                    f"file is {info.st_size:,} bytes; the limit is {limit:,} "
+                    "(RODEOAI_MAX_FILE_BYTES)",
+                    code="file_too_large",
+                )
+            with path.open("rb") as handle:
+                raw = handle.read(limit + 1)  # bounded even if the file grows meanwhile
         except FileNotFoundError as exc:
             raise IngestError("file not found", code="not_found") from exc
         except OSError as exc:
             raise IngestError(f"cannot read file: {exc.strerror}", code="unreadable_file") from exc
+        if len(raw) > limit:
+            raise IngestError(f"file grew past {limit:,} bytes while read", code="file_too_large")
+        return raw
+
+    def _ingest_one(
+        self,
+        path: Path,
+        source: str,
+        summary: IngestSummary,
+        chunk_progress: Progress | None = None,
+    ) -> None:
+        raw = self._read(path)
         digest = hashlib.sha256(raw).hexdigest()
         with read_session(self.engine) as session:
             existing = session.exec(select(Document).where(Document.source == source)).first()
@@ -162,7 +220,12 @@ class Ingestor:
             max_tokens=self.chunk_tokens,
             overlap=self.chunk_overlap,
         )
-        vectors = self._embed(loaded.title, drafts, old_vectors)
+        vectors = self._embed(
+            loaded.title,
+            drafts,
+            old_vectors,
+            None if chunk_progress is None else lambda d, t: chunk_progress(path, d, t),
+        )
         removed, added_ids = self._replace(source, digest, loaded, drafts, vectors)
         if removed is None:
             summary.added_documents += 1
@@ -175,12 +238,23 @@ class Ingestor:
         rows = session.exec(select(Chunk).where(Chunk.document_id == document_id)).all()
         return {row.content_hash: row.embedding for row in rows}
 
-    def _embed(self, title: str, drafts: list[ChunkDraft], reuse: dict[str, bytes]) -> np.ndarray:
+    def _embed(
+        self,
+        title: str,
+        drafts: list[ChunkDraft],
+        reuse: dict[str, bytes],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
         """Encode only chunks whose text changed; unchanged chunks keep their vectors."""
         vectors = np.zeros((len(drafts), self.embedder.dimension), dtype=np.float32)
         todo = [i for i, d in enumerate(drafts) if d.content_hash not in reuse]
-        if todo:
-            vectors[todo] = self.embedder.encode([embedding_input(title, drafts[i]) for i in todo])
+        for start in range(0, len(todo), ENCODE_BATCH):
+            batch = todo[start : start + ENCODE_BATCH]
+            vectors[batch] = self.embedder.encode(
+                [embedding_input(title, drafts[i]) for i in batch]
+            )
+            if progress:
+                progress(start + len(batch), len(todo))
         for i, draft in enumerate(drafts):
             if draft.content_hash in reuse:
                 vectors[i] = np.frombuffer(reuse[draft.content_hash], dtype=np.float32)
@@ -298,9 +372,13 @@ class Ingestor:
         return len(ids)
 
     def _sources_under(self, prefix: str) -> set[str]:
+        # An exact, case-sensitive prefix: LIKE would read "_" and "%" as wildcards and,
+        # in SQLite, ignore ASCII case, so pruning a_b/ would delete aXb/ and A_B/.
         with read_session(self.engine) as session:
             rows = session.exec(
-                select(Document.source).where(col(Document.source).startswith(prefix))
+                select(Document.source).where(
+                    func.substr(Document.source, 1, len(prefix)) == prefix
+                )
             ).all()
         return set(rows)
 

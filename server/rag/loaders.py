@@ -8,6 +8,7 @@ Hidden text (zero-width characters, HTML that is not shown) is dropped here, at 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -18,9 +19,19 @@ import yaml
 
 from server.errors import IngestError
 
+log = logging.getLogger(__name__)
+
 SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".pdf", ".html", ".htm", ".vtt", ".srt", ".jsonl"}
 
 _ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e\u202a-\u202e\u2066-\u2069]")
+# A zero-width character between two letters or digits hides a word from a reader while a
+# model still reads it; stripping it would turn the hidden text into a plain sentence. Latin
+# letters only: ZWNJ and ZWJ between letters are normal spelling in Persian and Indic scripts.
+_HIDDEN_WORD = re.compile("[A-Za-z0-9][\u200b-\u200d\u2060\ufeff]+[A-Za-z0-9]")
+_SENTENCE_EDGE = re.compile(r"[.!?\n<>]")
+# Text files may hold tabs, newlines, form feeds; more other control characters than this
+# share means the bytes are not text, whatever their encoding.
+_MAX_CONTROL_SHARE = 0.01
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*(?:\n|\Z)", re.S)
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 
@@ -54,16 +65,41 @@ def clean_text(value: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", value).strip()
 
 
+def drop_hidden_sentences(text: str) -> tuple[str, list[str]]:
+    """Remove each sentence that hides words with zero-width characters; return the text and
+    the removed sentences (made readable), so they are flagged and never used as facts."""
+    found: list[str] = []
+    kept: list[str] = []
+    position = 0
+    for match in _HIDDEN_WORD.finditer(text):
+        if match.start() < position:
+            continue  # inside a sentence already dropped
+        start = max(
+            (m.end() for m in _SENTENCE_EDGE.finditer(text, position, match.start())),
+            default=position,
+        )
+        edge = _SENTENCE_EDGE.search(text, match.end())
+        end = (
+            edge.end() if edge and edge.group() in ".!?" else (edge.start() if edge else len(text))
+        )
+        kept.append(text[position:start])
+        found.append(_ZERO_WIDTH.sub("", text[start:end]).strip())
+        position = end
+    kept.append(text[position:])
+    return "".join(kept), found
+
+
 def load_file(path: Path, raw: bytes) -> LoadedFile:
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise IngestError(f"unsupported file type {suffix or '(none)'}", code="unsupported_type")
     if not raw.strip():
         raise IngestError("file is empty", code="empty_file")
+    hidden: list[str] = []
     if suffix == ".pdf":
-        loaded = _load_pdf(path, raw)
+        loaded = _load_pdf(path, raw, hidden)
     else:
-        text = _decode(raw)
+        text, hidden = drop_hidden_sentences(_decode(raw))
         if suffix in {".md", ".markdown"}:
             loaded = _load_markdown(path, text, kind="md")
         elif suffix == ".txt":
@@ -74,6 +110,12 @@ def load_file(path: Path, raw: bytes) -> LoadedFile:
             loaded = _load_transcript(path, text, kind=suffix[1:])
         else:
             loaded = _load_jsonl(path, text)
+    for sentence in hidden:
+        log.warning(
+            "%s: dropped a sentence hidden with zero-width characters: %.120r", path.name, sentence
+        )
+    if hidden:
+        loaded.meta["hidden_sentences"] = len(hidden)
     loaded.sections = [s for s in loaded.sections if s.text.strip()]
     if not loaded.sections:
         raise IngestError("no readable text in file", code="empty_file")
@@ -81,12 +123,28 @@ def load_file(path: Path, raw: bytes) -> LoadedFile:
 
 
 def _decode(raw: bytes) -> str:
-    if b"\x00" in raw[:4096]:
+    """UTF-8 (or UTF-16 with a BOM), else Windows-1252; refused when it is not text."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        candidates = ["utf-16"]
+    elif b"\x00" in raw[:4096]:
         raise IngestError("file looks binary, not text", code="unreadable_file")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
+    else:
+        candidates = ["utf-8-sig", "cp1252", "latin-1"]
+    for encoding in candidates:
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        if _looks_like_text(text):
+            return text
+        break  # it decoded, so a wider encoding would only read the same bytes worse
+    raise IngestError("file looks binary, not text", code="unreadable_file")
+
+
+def _looks_like_text(text: str) -> bool:
+    sample = text[:65536]
+    control = sum(1 for ch in sample if ch not in "\t\n\r\f\v" and unicodedata.category(ch) == "Cc")
+    return control <= _MAX_CONTROL_SHARE * max(1, len(sample))
 
 
 def _split_front_matter(text: str) -> tuple[dict[str, Any], str]:
@@ -134,7 +192,7 @@ def _load_markdown(path: Path, text: str, *, kind: str, headings: bool = True) -
     )
 
 
-def _load_pdf(path: Path, raw: bytes) -> LoadedFile:
+def _load_pdf(path: Path, raw: bytes, hidden: list[str]) -> LoadedFile:
     import io
 
     from pypdf import PdfReader
@@ -144,10 +202,11 @@ def _load_pdf(path: Path, raw: bytes) -> LoadedFile:
         reader = PdfReader(io.BytesIO(raw))
         if reader.is_encrypted:
             raise IngestError("PDF is encrypted", code="unreadable_file")
-        sections = [
-            Section(text=clean_text(page.extract_text() or ""), page=number)
-            for number, page in enumerate(reader.pages, start=1)
-        ]
+        sections = []
+        for number, page in enumerate(reader.pages, start=1):
+            text, dropped = drop_hidden_sentences(page.extract_text() or "")
+            hidden.extend(dropped)
+            sections.append(Section(text=clean_text(text), page=number))
         title = str(reader.metadata.title or "") if reader.metadata else ""
     except IngestError:
         raise
@@ -254,8 +313,12 @@ def _load_jsonl(path: Path, text: str) -> LoadedFile:
         if not isinstance(body, str):
             bad.append(number)
             continue
-        title = title or str(record.get("title") or "")
-        heading = record.get("heading") or record.get("title")
+        # Optional fields are used only when they are text: a number or a list is ignored.
+        named = {
+            key: value for key in ("title", "heading") if isinstance(value := record.get(key), str)
+        }
+        title = title or named.get("title", "")
+        heading = clean_text(named.get("heading") or named.get("title") or "") or None
         sections.append(Section(text=clean_text(body), heading=heading, line=number))
     if bad and not sections:
         raise IngestError(f"no valid JSON records (bad lines: {bad[:5]})", code="unreadable_file")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from server.routes.deps import AdminUser, ComponentsDep
+from server.routes.deps import AdminUser, ComponentsDep, ObjectId, Offset
 from server.schemas import AdminUserPatch, ErrorOut, UserOut
 
 router = APIRouter(
@@ -20,7 +20,7 @@ router = APIRouter(
 def list_users(
     _admin: AdminUser,
     components: ComponentsDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> list[UserOut]:
     return [
@@ -29,10 +29,15 @@ def list_users(
     ]
 
 
-@router.patch("/users/{user_id}", response_model=UserOut, responses={404: {"model": ErrorOut}})
+@router.patch(
+    "/users/{user_id}",
+    response_model=UserOut,
+    responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut, "description": "Last admin"}},
+)
 def update_user(
-    user_id: int, body: AdminUserPatch, _admin: AdminUser, components: ComponentsDep
+    user_id: ObjectId, body: AdminUserPatch, _admin: AdminUser, components: ComponentsDep
 ) -> UserOut:
-    """Change a role, or disable a user (which signs them out everywhere)."""
+    """Change a role, or disable a user (which signs them out everywhere). The last active
+    administrator cannot be demoted or disabled (409 `last_admin`)."""
     user = components.accounts.admin_update(user_id, role=body.role, disabled=body.disabled)
     return UserOut.model_validate(user, from_attributes=True)

@@ -8,11 +8,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from server.routes.deps import AdminUser, ComponentsDep, CurrentUser
-from server.schemas import ErrorOut, PaymentIn, RefundIn
+from server.schemas import ErrorOut, PaymentIn, RefundIn, error_responses
 
 router = APIRouter(
     tags=["billing"],
-    responses={401: {"model": ErrorOut}, 503: {"model": ErrorOut, "description": "Billing is off"}},
+    responses={
+        **error_responses(402, 409),
+        503: {"model": ErrorOut, "description": "Billing is off"},
+    },
 )
 
 

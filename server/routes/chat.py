@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -23,6 +23,7 @@ router = APIRouter(tags=["chat"])
 
 _ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorOut, "description": "Sign-in required (accounts mode) or bad token"},
+    402: {"model": ErrorOut, "description": "No questions left today; nothing was spent"},
     404: {"model": ErrorOut, "description": "No such conversation"},
     422: {"model": ErrorOut, "description": "Empty, over-long or malformed question"},
     429: {"model": ErrorOut, "description": "Too many questions; see Retry-After"},
@@ -110,6 +111,18 @@ async def chat_stream(
     return EventSourceResponse(events(), ping=15)
 
 
+def _frame_text(message: MutableMapping[str, Any]) -> str | None:
+    """A text frame's text, or a binary frame's bytes read as UTF-8 (None if they are not)."""
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    if message.get("text") is not None:
+        return str(message["text"])
+    try:
+        return bytes(message.get("bytes") or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 @router.websocket("/ws/chat")
 async def chat_socket(websocket: WebSocket) -> None:
     """Send `{"messages": [...], "skill_level"?, "conversation_id"?}` frames; receive
@@ -126,7 +139,18 @@ async def chat_socket(websocket: WebSocket) -> None:
     ip = websocket.client.host if websocket.client else "unknown"
     try:
         while True:
-            raw = await websocket.receive_text()
+            raw = _frame_text(await websocket.receive())
+            if raw is None:
+                await websocket.send_json(
+                    {
+                        "event": "error",
+                        "data": {
+                            "code": "validation_error",
+                            "message": "send each request as a JSON text frame (UTF-8)",
+                        },
+                    }
+                )
+                continue
             try:
                 principal = (
                     components.accounts.authenticate(token)

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from server.db import Conversation
-from server.routes.deps import ComponentsDep, CurrentUser
+from server.routes.deps import ComponentsDep, CurrentUser, ObjectId, Offset
 from server.schemas import (
     ConversationDetail,
     ConversationOut,
@@ -34,7 +34,7 @@ def list_conversations(
     user: CurrentUser,
     components: ComponentsDep,
     q: Annotated[str | None, Query(max_length=200, description="Search titles and text")] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> ConversationPage:
     """Newest first."""
@@ -46,7 +46,7 @@ def list_conversations(
 
 @router.get("/{conversation_id}", response_model=ConversationDetail)
 def read_conversation(
-    conversation_id: int, user: CurrentUser, components: ComponentsDep
+    conversation_id: ObjectId, user: CurrentUser, components: ComponentsDep
 ) -> ConversationDetail:
     store = components.conversations
     conversation = store.get(user.id or 0, conversation_id)
@@ -68,11 +68,13 @@ def read_conversation(
 
 @router.patch("/{conversation_id}", response_model=ConversationOut)
 def rename_conversation(
-    conversation_id: int, body: ConversationPatch, user: CurrentUser, components: ComponentsDep
+    conversation_id: ObjectId, body: ConversationPatch, user: CurrentUser, components: ComponentsDep
 ) -> ConversationOut:
     return _out(components.conversations.rename(user.id or 0, conversation_id, body.title))
 
 
 @router.delete("/{conversation_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_conversation(conversation_id: int, user: CurrentUser, components: ComponentsDep) -> None:
+def delete_conversation(
+    conversation_id: ObjectId, user: CurrentUser, components: ComponentsDep
+) -> None:
     components.conversations.delete(user.id or 0, conversation_id)

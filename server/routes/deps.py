@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from server.accounts import Principal
 from server.components import Components
 from server.db import User
+from server.schemas import MAX_ID
 from server.security import API_KEY_PREFIX, Forbidden, Unauthorized
 
 _bearer = HTTPBearer(auto_error=False, description="An access token or an API key (rk_...)")
@@ -106,6 +107,30 @@ def reader_principal(
     return principal
 
 
+ObjectId = Annotated[int, Path(ge=1, le=MAX_ID)]
+Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
+
+
+def _limit_searches(principal: Principal, components: Components) -> Principal:
+    """Search and embeddings run the embedder on both cores: limit them like chat."""
+    settings = components.settings
+    limit = settings.search_user_limit if principal.user else settings.search_guest_limit
+    components.limiter.hit(limit, "search", principal.rate_key, what="searches")
+    return principal
+
+
+def search_principal(
+    principal: Annotated[Principal, Depends(reader_principal)], components: ComponentsDep
+) -> Principal:
+    return _limit_searches(principal, components)
+
+
+def compat_search(
+    principal: Annotated[Principal, Depends(compat_reader)], components: ComponentsDep
+) -> Principal:
+    return _limit_searches(principal, components)
+
+
 OptionalPrincipal = Annotated[Principal, Depends(optional_principal)]
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 CurrentUser = Annotated[User, Depends(current_user)]
@@ -114,3 +139,5 @@ ChatPrincipal = Annotated[Principal, Depends(chat_principal)]
 ReaderPrincipal = Annotated[Principal, Depends(reader_principal)]
 CompatChat = Annotated[Principal, Depends(compat_chat)]
 CompatReader = Annotated[Principal, Depends(compat_reader)]
+SearchPrincipal = Annotated[Principal, Depends(search_principal)]
+CompatSearch = Annotated[Principal, Depends(compat_search)]

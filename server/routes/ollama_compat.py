@@ -18,7 +18,8 @@ from server import __version__
 from server.chat import ChatRun, stream_tail
 from server.components import Components
 from server.rag.embedder import embed_inputs
-from server.routes.deps import CompatChat, CompatReader, ComponentsDep
+from server.routes.deps import CompatChat, CompatReader, CompatSearch, ComponentsDep
+from server.schemas import error_responses
 
 router = APIRouter(prefix="/ollama", tags=["ollama-compatible"])
 MODEL_NAME = "rodeoai:latest"
@@ -149,14 +150,26 @@ def tags(_reader: CompatReader) -> dict[str, Any]:
     }
 
 
-@router.post("/api/chat")
+def _ndjson(kind: str) -> dict[int | str, dict[str, Any]]:
+    return {
+        **error_responses(402),
+        200: {
+            "description": f"One JSON object, or with `stream: true` (the default) one {kind} "
+            "object per line as NDJSON; the last line has `done: true`, the metrics and a "
+            "`rodeoai` field with the sources",
+            "content": {"application/json": {}, "application/x-ndjson": {}},
+        },
+    }
+
+
+@router.post("/api/chat", responses=_ndjson("chat message"))
 async def chat(body: OllamaChatRequest, components: ComponentsDep, principal: CompatChat) -> Any:
     messages = [{"role": m.role, "content": m.content} for m in body.messages]
     run = await _start(components, principal, messages, body.options)
     return await _respond(components, run, chat=True, stream=body.stream)
 
 
-@router.post("/api/generate")
+@router.post("/api/generate", responses=_ndjson("response"))
 async def generate(
     body: OllamaGenerateRequest, components: ComponentsDep, principal: CompatChat
 ) -> Any:
@@ -168,7 +181,7 @@ async def generate(
 
 @router.post("/api/embed")
 async def embed(
-    body: OllamaEmbedRequest, components: ComponentsDep, _reader: CompatReader
+    body: OllamaEmbedRequest, components: ComponentsDep, _reader: CompatSearch
 ) -> dict[str, Any]:
     _, vectors = await asyncio.to_thread(embed_inputs, components.embedder, body.input)
     return {"model": MODEL_NAME, "embeddings": [v.tolist() for v in vectors]}

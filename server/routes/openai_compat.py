@@ -21,7 +21,8 @@ from pydantic import BaseModel, Field
 from server.chat import ChatRun, answer_dict, stream_tail
 from server.components import Components
 from server.rag.embedder import embed_inputs
-from server.routes.deps import CompatChat, CompatReader, ComponentsDep
+from server.routes.deps import CompatChat, CompatReader, CompatSearch, ComponentsDep
+from server.schemas import error_responses
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 MODEL_ID = "rodeoai"
@@ -82,7 +83,17 @@ def _extra(run: ChatRun) -> dict[str, Any]:
     }
 
 
-@router.post("/chat/completions")
+@router.post(
+    "/chat/completions",
+    responses={
+        **error_responses(402),
+        200: {
+            "description": "A chat.completion object, or with `stream: true` server-sent "
+            "`chat.completion.chunk` events ending with `data: [DONE]`",
+            "content": {"application/json": {}, "text/event-stream": {}},
+        },
+    },
+)
 async def chat_completions(
     body: CompletionRequest, components: ComponentsDep, principal: CompatChat
 ) -> Any:
@@ -160,7 +171,7 @@ def _encode(vector: Any, body: EmbeddingRequest) -> Any:
 
 @router.post("/embeddings")
 async def embeddings(
-    body: EmbeddingRequest, components: ComponentsDep, _reader: CompatReader
+    body: EmbeddingRequest, components: ComponentsDep, _reader: CompatSearch
 ) -> dict[str, Any]:
     """Vectors from the bundled embedder (384 dimensions, L2-normalised)."""
     embedder = components.embedder

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from server.routes.deps import ComponentsDep, ReaderPrincipal
+from server.routes.deps import ComponentsDep, SearchPrincipal
 from server.schemas import ErrorOut, SearchHit
 
 router = APIRouter(prefix="/api", tags=["knowledge"])
@@ -15,11 +15,16 @@ router = APIRouter(prefix="/api", tags=["knowledge"])
 @router.get(
     "/search",
     response_model=list[SearchHit],
-    responses={401: {"model": ErrorOut}, 422: {"model": ErrorOut}, 503: {"model": ErrorOut}},
+    responses={
+        401: {"model": ErrorOut},
+        422: {"model": ErrorOut},
+        429: {"model": ErrorOut, "description": "Too many searches; see Retry-After"},
+        503: {"model": ErrorOut},
+    },
 )
 def search(
     components: ComponentsDep,
-    _reader: ReaderPrincipal,
+    _reader: SearchPrincipal,
     q: Annotated[str, Query(max_length=2000, description="What to look for")],
     k: Annotated[int, Query(ge=1, le=50)] = 5,
 ) -> list[SearchHit]:

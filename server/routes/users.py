@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from server.db import ApiKey
-from server.routes.deps import ComponentsDep, CurrentUser
+from server.routes.deps import ComponentsDep, CurrentUser, ObjectId
 from server.schemas import ApiKeyCreated, ApiKeyIn, ApiKeyOut, ErrorOut, ProfilePatch, UserOut
 
 router = APIRouter(prefix="/api/users/me", tags=["users"], responses={401: {"model": ErrorOut}})
@@ -45,5 +45,11 @@ def create_key(body: ApiKeyIn, user: CurrentUser, components: ComponentsDep) -> 
     status_code=status.HTTP_204_NO_CONTENT,
     responses={404: {"model": ErrorOut}},
 )
-def revoke_key(key_id: int, user: CurrentUser, components: ComponentsDep) -> None:
+def revoke_key(key_id: ObjectId, user: CurrentUser, components: ComponentsDep) -> None:
     components.accounts.revoke_api_key(user, key_id)
+
+
+@router.delete("/api-keys", status_code=status.HTTP_204_NO_CONTENT)
+def revoke_all_keys(user: CurrentUser, components: ComponentsDep) -> None:
+    """Revoke every API key of yours at once (a password change does this too)."""
+    components.accounts.revoke_all_api_keys(user)
