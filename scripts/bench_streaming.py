@@ -21,10 +21,10 @@ import openai
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from server.chat.prompting import build_messages, fit_passages, select_facts  # noqa: E402
 from server.components import Components  # noqa: E402
 from server.config import Settings  # noqa: E402
 from server.llm.llamacpp import bundled_model_path  # noqa: E402
-from server.prompting import build_messages, fit_passages, select_facts  # noqa: E402
 from tests.servers import llama_cpp_server, rodeoai_server  # noqa: E402
 
 QUESTIONS = [

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from server.chat.prompting import build_messages, fit_passages, select_facts
 from server.components import Components
 from server.config import Settings
-from server.prompting import build_messages, fit_passages, select_facts
 from server.rag.chunking import chunk_sections
 from server.rag.ingest import embedding_input
 from server.rag.loaders import load_file

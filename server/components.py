@@ -11,11 +11,15 @@ from functools import cached_property
 
 from sqlalchemy import Engine
 
-from server.accounts import AccountService
-from server.billing import BillingService
-from server.chat import ChatService
+from server.accounts.oauth import OAuthService
+from server.accounts.ratelimit import RateLimiter
+from server.accounts.security import AccessTokens, Passwords, load_signing_key
+from server.accounts.service import AccountService
+from server.billing.payments import Payments
+from server.billing.plans import BillingService
+from server.chat.conversations import ConversationStore
+from server.chat.pipeline import ChatService
 from server.config import Settings
-from server.conversations import ConversationStore
 from server.db import make_engine
 from server.errors import AppError
 from server.llm.base import Backend
@@ -24,14 +28,10 @@ from server.llm.extractive import ExtractiveBackend
 from server.llm.llamacpp import LlamaCppBackend, resolve_model_path
 from server.llm.ollama_backend import OllamaBackend
 from server.llm.openai_backend import OpenAIBackend
-from server.oauth import OAuthService
-from server.payments import Payments
 from server.rag.embedder import Embedder, load_embedder
 from server.rag.ingest import Ingestor
 from server.rag.retriever import Retriever
 from server.rag.vector_index import VectorIndex
-from server.ratelimit import RateLimiter
-from server.security import AccessTokens, Passwords, load_signing_key
 
 log = logging.getLogger(__name__)
 

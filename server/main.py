@@ -19,10 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import __version__, logs
-from server.components import Components
-from server.config import Settings
-from server.errors import AppError, error_body
-from server.routes import (
+from server.api import (
     admin,
     auth,
     billing,
@@ -34,7 +31,10 @@ from server.routes import (
     search,
     users,
 )
-from server.routes.docs import install_docs
+from server.api.docs import install_docs
+from server.components import Components
+from server.config import Settings
+from server.errors import AppError, error_body
 from server.schemas import COMMON_ERRORS
 
 log = logging.getLogger("server.http")

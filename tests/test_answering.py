@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from server.chat.prompting import SKILL_GUIDANCE, build_messages, ungrounded_numbers
 from server.components import Components
 from server.llm.cleanup import clean_answer, dedupe_sentences, is_substantive, trim_runaway
-from server.prompting import SKILL_GUIDANCE, build_messages, ungrounded_numbers
 from tests.conftest import run_cli, settings_for
 
 FACTS = [

@@ -17,7 +17,7 @@ import stripe
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
-from server.billing import QuotaExceeded
+from server.billing.plans import QuotaExceeded
 from server.components import Components
 from server.config import Settings
 from server.db import LedgerEntry, User, read_session

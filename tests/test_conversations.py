@@ -11,10 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
+from server.chat.prompting import SKILL_GUIDANCE
 from server.config import Settings
 from server.db import AnswerMetric, read_session
 from server.main import create_app
-from server.prompting import SKILL_GUIDANCE
 
 
 @pytest.fixture

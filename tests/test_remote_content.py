@@ -25,7 +25,7 @@ POISONED = f"""# Heel loop size
 
 Heelers commonly build a heel loop about six feet across. ![tracker](http://{EVIL}/pixel.png)
 Read more at [the heeling guide](https://{EVIL}/guide?q=(1)) before practice.
-<img src="http://{EVIL}/x.gif" onerror="alert(1)"> A heel loop should stand up against the steer's legs.
+<img src="http://{EVIL}/x.gif" onerror="alert(1)"> A heel loop stands up against the legs.
 <a href="http://{EVIL}/">Clinics</a> teach heelers to time the loop with the steer's hops.
 
 [ref]: http://{EVIL}/ref

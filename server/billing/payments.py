@@ -15,7 +15,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from sqlmodel import Session, col, select
 
-from server.billing import ACTIVE, BillingService, verify_signature
+from server.billing.plans import ACTIVE, BillingService, verify_signature
 from server.db import (
     BillingCustomer,
     BillingOrder,

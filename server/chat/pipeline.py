@@ -16,17 +16,9 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from server.billing import BillingService
-from server.config import Settings, SkillLevel
-from server.conversations import ConversationStore, title_from
-from server.db import AnswerMetric, write_session
-from server.errors import InvalidInput
-from server.llm.base import GenerationRequest, Passage
-from server.llm.chain import FailoverChain, Generation
-from server.llm.cleanup import cited_numbers, clean_answer, is_substantive
-from server.llm.extractive import extractive_answer
-from server.llm.remote import StreamFilter
-from server.prompting import (
+from server.billing.plans import BillingService
+from server.chat.conversations import ConversationStore, title_from
+from server.chat.prompting import (
     attribute,
     build_messages,
     fit_passages,
@@ -35,6 +27,14 @@ from server.prompting import (
     ungrounded_numbers,
     with_evidence,
 )
+from server.config import Settings, SkillLevel
+from server.db import AnswerMetric, write_session
+from server.errors import InvalidInput
+from server.llm.base import GenerationRequest, Passage
+from server.llm.chain import FailoverChain, Generation
+from server.llm.cleanup import cited_numbers, clean_answer, is_substantive
+from server.llm.extractive import extractive_answer
+from server.llm.remote import StreamFilter
 from server.rag.embedder import Embedder
 from server.rag.loaders import clean_text
 from server.rag.retriever import Hit, Retriever

@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from server.accounts import Principal
+from server.accounts.security import API_KEY_PREFIX, Forbidden, Unauthorized
+from server.accounts.service import Principal
 from server.components import Components
 from server.db import User
 from server.schemas import MAX_ID
-from server.security import API_KEY_PREFIX, Forbidden, Unauthorized
 
 _bearer = HTTPBearer(auto_error=False, description="An access token or an API key (rk_...)")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
+from server.api.deps import ComponentsDep, CurrentUser, ObjectId
 from server.db import ApiKey
-from server.routes.deps import ComponentsDep, CurrentUser, ObjectId
 from server.schemas import ApiKeyCreated, ApiKeyIn, ApiKeyOut, ErrorOut, ProfilePatch, UserOut
 
 router = APIRouter(prefix="/api/users/me", tags=["users"], responses={401: {"model": ErrorOut}})

@@ -18,6 +18,15 @@ from typing import Any
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
+from server.accounts.ratelimit import RateLimiter
+from server.accounts.security import (
+    API_KEY_PREFIX,
+    AccessTokens,
+    Passwords,
+    Unauthorized,
+    new_secret,
+    token_hash,
+)
 from server.config import Settings
 from server.db import (
     ApiKey,
@@ -31,15 +40,6 @@ from server.db import (
     write_session,
 )
 from server.errors import AppError, Conflict, InvalidInput, NotFound
-from server.ratelimit import RateLimiter
-from server.security import (
-    API_KEY_PREFIX,
-    AccessTokens,
-    Passwords,
-    Unauthorized,
-    new_secret,
-    token_hash,
-)
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
+from server.api.deps import ComponentsDep, CurrentUser, ObjectId, Offset
 from server.db import Conversation
-from server.routes.deps import ComponentsDep, CurrentUser, ObjectId, Offset
 from server.schemas import (
     ConversationDetail,
     ConversationOut,

@@ -15,10 +15,10 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from server import __version__
-from server.chat import ChatRun, stream_tail
+from server.api.deps import CompatChat, CompatReader, CompatSearch, ComponentsDep
+from server.chat.pipeline import ChatRun, stream_tail
 from server.components import Components
 from server.rag.embedder import embed_inputs
-from server.routes.deps import CompatChat, CompatReader, CompatSearch, ComponentsDep
 from server.schemas import error_responses
 
 router = APIRouter(prefix="/ollama", tags=["ollama-compatible"])

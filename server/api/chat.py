@@ -11,11 +11,11 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 from sse_starlette.sse import EventSourceResponse
 
-from server.accounts import Principal
-from server.chat import ChatRun, ChatService, answer_dict
+from server.accounts.service import Principal
+from server.api.deps import ChatPrincipal, ComponentsDep
+from server.chat.pipeline import ChatRun, ChatService, answer_dict
 from server.components import Components
 from server.errors import AppError
-from server.routes.deps import ChatPrincipal, ComponentsDep
 from server.schemas import ChatRequest, ChatResponse, ErrorOut
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ async def chat_socket(websocket: WebSocket) -> None:
     """Send `{"messages": [...], "skill_level"?, "conversation_id"?}` frames; receive
     `{"event": ..., "data": ...}` frames, as in /api/chat/stream. Authenticate with an
     `Authorization: Bearer` header or a `token` query parameter."""
-    from server.routes.deps import chat_principal
+    from server.api.deps import chat_principal
 
     components: Components = websocket.app.state.components
     await websocket.accept()

@@ -7,8 +7,8 @@ import asyncio
 from fastapi import APIRouter, status
 from fastapi.responses import RedirectResponse
 
-from server.accounts import TokenPair
-from server.routes.deps import ClientIp, ComponentsDep, CurrentPrincipal, CurrentUser
+from server.accounts.service import TokenPair
+from server.api.deps import ClientIp, ComponentsDep, CurrentPrincipal, CurrentUser
 from server.schemas import (
     AcceptedOut,
     ErrorOut,

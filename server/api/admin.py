@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from server.routes.deps import AdminUser, ComponentsDep, ObjectId, Offset
+from server.api.deps import AdminUser, ComponentsDep, ObjectId, Offset
 from server.schemas import AdminUserPatch, ErrorOut, UserOut
 
 router = APIRouter(

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from server.routes.deps import ComponentsDep, SearchPrincipal
+from server.api.deps import ComponentsDep, SearchPrincipal
 from server.schemas import ErrorOut, SearchHit
 
 router = APIRouter(prefix="/api", tags=["knowledge"])

@@ -18,10 +18,10 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from server.chat import ChatRun, answer_dict, stream_tail
+from server.api.deps import CompatChat, CompatReader, CompatSearch, ComponentsDep
+from server.chat.pipeline import ChatRun, answer_dict, stream_tail
 from server.components import Components
 from server.rag.embedder import embed_inputs
-from server.routes.deps import CompatChat, CompatReader, CompatSearch, ComponentsDep
 from server.schemas import error_responses
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from server.routes.deps import AdminUser, ComponentsDep, CurrentUser
+from server.api.deps import AdminUser, ComponentsDep, CurrentUser
 from server.schemas import ErrorOut, PaymentIn, RefundIn, error_responses
 
 router = APIRouter(

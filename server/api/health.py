@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from server import __version__
+from server.api.deps import ComponentsDep
 from server.db import counts
-from server.routes.deps import ComponentsDep
 from server.schemas import HealthOut
 
 router = APIRouter(tags=["health"])

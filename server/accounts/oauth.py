@@ -20,11 +20,11 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy import Engine
 
-from server.accounts import AccountService, TokenPair, as_utc
+from server.accounts.security import token_hash
+from server.accounts.service import AccountService, TokenPair, as_utc
 from server.config import Settings
 from server.db import OAuthState, utcnow, write_session
 from server.errors import AppError, NotFound
-from server.security import token_hash
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Accounts: users, passwords and tokens, sessions, API keys, OAuth, rate limits."""

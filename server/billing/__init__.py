@@ -1,0 +1,1 @@
+"""Billing: plans, quotas and the credit ledger; Stripe payments and webhooks."""

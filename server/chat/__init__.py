@@ -1,0 +1,1 @@
+"""Chat: the answering pipeline, its prompts and checks, saved conversations."""
