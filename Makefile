@@ -37,10 +37,11 @@ run: setup  ## Set up, load the starter knowledge on first run, and serve on ROD
 test: setup-dev  ## Set up and run the test suite
 	$(BIN)/pytest
 
-lint: setup-dev  ## ruff and mypy
+lint: setup-dev  ## ruff, mypy and the import contracts
 	$(BIN)/ruff check server tests scripts
 	$(BIN)/ruff format --check server tests scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: setup-dev  ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix server tests scripts
