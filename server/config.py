@@ -5,7 +5,7 @@ This module imports nothing from the rest of the package so everything else can 
 
 from __future__ import annotations
 
-from functools import cached_property
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +14,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SkillLevel = Literal["beginner", "intermediate", "advanced", "pro"]
 KNOWN_BACKENDS = ("openai", "ollama", "llamacpp", "extractive")
+
+
+def starter_knowledge() -> Path:
+    """The starter knowledge of this install: the checkout's `knowledge/` beside the package
+    (a source or editable install), else the copy a wheel installs under share/rodeoai."""
+    beside = Path(__file__).resolve().parent.parent / "knowledge"
+    for candidate in (beside, Path(sys.prefix) / "share" / "rodeoai" / "knowledge"):
+        if candidate.is_dir():
+            return candidate
+    return beside
 
 
 class Settings(BaseSettings):
@@ -33,7 +43,9 @@ class Settings(BaseSettings):
         description="Folder holding the SQLite database (rodeoai.db) and the FAISS index (index/).",
     )
     knowledge_dir: Path = Field(
-        default=Path("knowledge"), description="Starter knowledge loaded on first run."
+        default_factory=starter_knowledge,
+        description="Knowledge loaded on first run; by default the starter knowledge of this "
+        "install, wherever the command runs.",
     )
     models_dir: Path = Field(default=Path("models"), description="Folder of extra GGUF files.")
     autoload_knowledge: bool = Field(
@@ -209,7 +221,7 @@ class Settings(BaseSettings):
             raise ValueError("chunk_overlap must be smaller than chunk_tokens")
         return value
 
-    @cached_property
+    @property  # not cached: model_copy(update=...) must not see a stale order
     def backend_order(self) -> list[str]:
         if self.backends:
             return self.backends.split(",")

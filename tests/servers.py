@@ -32,14 +32,19 @@ def free_port() -> int:
 
 @contextmanager
 def running(
-    command: list[str], ready_url: str, *, env: dict[str, str] | None = None, timeout: float = 120
+    command: list[str],
+    ready_url: str,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    cwd: Path = ROOT,
 ) -> Iterator[subprocess.Popen[bytes]]:
     # A file, not a pipe: a chatty server would block once a pipe's buffer filled up.
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
             command,
             env={**os.environ, **(env or {})},
-            cwd=ROOT,
+            cwd=cwd,
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
@@ -74,7 +79,7 @@ def _wait_until_up(
 
 
 @contextmanager
-def rodeoai_server(data_dir: Path, **settings: str) -> Iterator[str]:
+def rodeoai_server(data_dir: Path, *, cwd: Path = ROOT, **settings: str) -> Iterator[str]:
     """`rodeoai serve` in its own process, on a data folder of the caller's."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RODEOAI_")}
@@ -88,7 +93,7 @@ def rodeoai_server(data_dir: Path, **settings: str) -> Iterator[str]:
         }
     )
     url = f"http://127.0.0.1:{port}"
-    with running([str(BIN / "rodeoai"), "serve"], f"{url}/health", env=env) as process:
+    with running([str(BIN / "rodeoai"), "serve"], f"{url}/health", env=env, cwd=cwd) as process:
         SERVER_PIDS[url] = process.pid
         yield url
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from server.main import create_app
 from tests.conftest import MakeSettings
+from tests.servers import rodeoai_server
 
 QUESTION = "What rope length should a beginner header use?"
 
@@ -143,3 +146,24 @@ def test_first_run_loads_the_starter_knowledge(make_settings: MakeSettings) -> N
     with TestClient(create_app(make_settings(autoload_knowledge=True))) as fresh:
         health = fresh.get("/health").json()
     assert health["documents"] >= 30 and health["status"] == "ok"
+
+
+def test_serve_from_another_folder_answers_from_the_starter_knowledge(tmp_path: Path) -> None:
+    """Architecture issue, item 7: started anywhere but the checkout, `rodeoai serve` used to
+    find no knowledge/ and answer from an empty knowledge base."""
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "data").mkdir(parents=True)
+    with rodeoai_server(
+        elsewhere / "data", cwd=elsewhere, autoload_knowledge="true", backends="extractive"
+    ) as url:
+        health = httpx.get(f"{url}/health", timeout=30).json()
+        answer = httpx.post(
+            f"{url}/api/chat",
+            json={"messages": [{"role": "user", "content": "How long is a heading rope?"}]},
+            timeout=60,
+        ).json()
+    assert health["documents"] >= 30 and health["status"] == "ok"
+    assert answer["sources"] and all(
+        s["source"].startswith("knowledge/") for s in answer["sources"]
+    )
+    assert "[1]" in answer["response"]

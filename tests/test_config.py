@@ -50,3 +50,10 @@ def test_environment_variables_override_defaults(monkeypatch: pytest.MonkeyPatch
 def test_invalid_settings_are_rejected(field: str, value: object) -> None:
     with pytest.raises(ValidationError):
         Settings(_env_file=None, **{field: value})  # type: ignore[call-arg]
+
+
+def test_backend_order_follows_a_copied_setting() -> None:
+    """A cached order went stale: model_copy(update={"backends": ...}) kept the old one."""
+    first = Settings(_env_file=None, backends="extractive")  # type: ignore[call-arg]
+    assert first.backend_order == ["extractive"]
+    assert first.model_copy(update={"backends": "llamacpp"}).backend_order == ["llamacpp"]
