@@ -49,8 +49,17 @@ def _fail(exc: AppError) -> NoReturn:
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address [default: RODEOAI_HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="Port [default: RODEOAI_PORT]")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Worker processes. Each loads its own models (memory times N); on SQLite "
+            "rate limits are per worker unless RODEOAI_RATE_LIMIT_STORAGE is redis://",
+        ),
+    ] = 1,
 ) -> None:
-    """Serve the web API (docs at /docs). Loads the starter knowledge on first run."""
+    """Serve the web API (docs at /docs). The port opens at once; /health says "loading"
+    while the index opens and, on first run, the starter knowledge loads."""
     # torch's OpenMP pool, once it has run the embedder, slows llama.cpp's threads in the same
     # process (measured on 2 cores: 125 -> 80 tokens/s). One OpenMP thread for torch brings
     # generation back to ~135 tokens/s, at the cost of slower in-server ingestion; the
@@ -58,12 +67,12 @@ def serve(
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import uvicorn
 
-    from server.main import create_app
-
     settings = Settings()
     logs.configure(settings.log_level, as_json=settings.log_json)
     uvicorn.run(
-        create_app(settings),
+        "server.main:serve_app",  # a factory, so each worker process builds its own app
+        factory=True,
+        workers=workers,
         host=host or settings.host,
         port=port or settings.port,
         log_config=None,

@@ -5,9 +5,11 @@ The web app and the CLI share this, so both see the same data in the same way.
 
 from __future__ import annotations
 
+import fcntl
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 from sqlalchemy import Engine
 
@@ -32,6 +34,7 @@ from server.rag.embedder import Embedder, load_embedder
 from server.rag.ingest import Ingestor
 from server.rag.retriever import Retriever
 from server.rag.vector_index import VectorIndex
+from server.startup import Startup
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Components:
     settings: Settings
+    startup: Startup = field(default_factory=Startup)
 
     @cached_property
     def engine(self) -> Engine:
@@ -182,16 +186,29 @@ class Components:
         return counts(self.engine)[1]
 
     def load_starter_knowledge(self) -> None:
-        """First run: fill an empty database from the knowledge folder."""
+        """First run: fill an empty database from the knowledge folder. Several workers
+        start at once; a lock beside the database lets one load it, and the rest then
+        find it loaded."""
         from server.db import counts
 
-        documents, _ = counts(self.engine)
+        if not self.settings.autoload_knowledge:
+            return
         folder = self.settings.knowledge_dir
-        if documents or not self.settings.autoload_knowledge:
-            return
-        if not folder.is_dir():
-            log.warning("no documents loaded and knowledge folder %s does not exist", folder)
-            return
-        log.info("first run: loading starter knowledge from %s", folder)
-        summary = self.ingestor.ingest([folder])
-        log.info("starter knowledge: %s", summary.line())
+        lock = Path(self.settings.data_dir) / ".first-run.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with lock.open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+            documents, _ = counts(self.engine)
+            if documents:
+                return
+            if not folder.is_dir():
+                log.warning("no documents loaded and knowledge folder %s does not exist", folder)
+                return
+            log.info("first run: loading starter knowledge from %s", folder)
+            summary = self.ingestor.ingest(
+                [folder],
+                progress=lambda path, done, total: self.startup.step(
+                    "loading knowledge", f"{done} of {total} files"
+                ),
+            )
+            log.info("starter knowledge: %s", summary.line())

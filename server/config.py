@@ -195,6 +195,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    startup_wait_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="While the server loads, a question waits this long, then gets 503.",
+    )
     max_question_chars: int = Field(default=4000, ge=10)
     max_messages: int = Field(default=50, ge=1)
     log_level: str = "INFO"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -36,6 +37,7 @@ from server.components import Components
 from server.config import Settings
 from server.errors import AppError, error_body
 from server.schemas import COMMON_ERRORS
+from server.startup import StartupCancelled
 
 log = logging.getLogger("server.http")
 
@@ -212,15 +214,30 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def serve_app() -> FastAPI:
+    """The factory `rodeoai serve` gives uvicorn (each worker calls it): settings from the
+    environment, and the port open at once while the server loads."""
+    settings = Settings()
+    logs.configure(settings.log_level, as_json=settings.log_json)
+    return create_app(settings, start_in_background=True)
+
+
+def create_app(settings: Settings | None = None, *, start_in_background: bool = False) -> FastAPI:
+    """The app. Index checks, first-run ingestion and model loading are slow: by default
+    start-up waits for them; in the background, /health says "loading" meanwhile, and
+    questions wait up to RODEOAI_STARTUP_WAIT_S for them, then get 503 `starting`."""
     settings = settings or Settings()
     components = Components(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Index checks, first-run ingestion and model loading are slow and blocking.
-        await asyncio.to_thread(_start, components)
+        loader = threading.Thread(target=_start, args=(components,), daemon=True)
+        loader.start()
+        if not start_in_background:
+            await asyncio.to_thread(loader.join)
         yield
+        components.startup.stop.set()  # a shutdown mid-load stops at the next file
+        await asyncio.to_thread(loader.join, 30)
 
     app = FastAPI(
         title="RodeoAI",
@@ -232,7 +249,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.components = components
-    app.state.settings = settings
     _install_error_handlers(app)
     for module in (
         chat,
@@ -261,15 +277,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _start(components: Components) -> None:
-    components.index  # noqa: B018  (loads, or rebuilds when missing or corrupt)
-    components.load_starter_knowledge()
-    # The first encode in a process takes seconds (torch start-up); pay it here, not in
-    # the first user's question.
-    components.embedder.encode(["warm up"])
-    for backend in components.chain.backends:
-        warm_up = getattr(backend, "warm_up", None)
-        if warm_up:
-            try:
-                warm_up()
-            except AppError as exc:
-                log.warning("backend %s is unavailable: %s", backend.name, exc.message)
+    startup = components.startup
+    try:
+        startup.step("opening index")
+        components.index  # noqa: B018  (loads, or rebuilds when missing or corrupt)
+        components.load_starter_knowledge()
+        startup.step("warming up")
+        # The first encode in a process takes seconds (torch start-up); pay it here, not in
+        # the first user's question.
+        components.embedder.encode(["warm up"])
+        for backend in components.chain.backends:
+            warm_up = getattr(backend, "warm_up", None)
+            if warm_up:
+                try:
+                    warm_up()
+                except AppError as exc:
+                    log.warning("backend %s is unavailable: %s", backend.name, exc.message)
+    except StartupCancelled:
+        startup.finish(error="shut down while starting")
+        return
+    except Exception as exc:
+        log.exception("start-up failed")
+        message = exc.message if isinstance(exc, AppError) else f"{type(exc).__name__}: {exc}"
+        startup.finish(error=message)
+        return
+    startup.finish()
+    log.info("ready")

@@ -61,6 +61,9 @@ class ChatResponse(BaseModel):
     time_to_first_token_ms: int | None = None
     tokens_in: int = 0
     tokens_out: int = 0
+    answer_id: int | None = Field(
+        default=None, description="This answer's record: rate or review it by this id."
+    )
 
 
 class SearchHit(BaseModel):
@@ -73,7 +76,10 @@ class SearchHit(BaseModel):
 
 
 class HealthOut(BaseModel):
-    status: Literal["ok", "degraded"]
+    status: Literal["ok", "degraded", "loading"]
+    startup: dict[str, str] = Field(
+        default_factory=dict, description="What a starting server is doing: state and detail."
+    )
     version: str
     models: dict[str, object]
     documents: int

@@ -9,13 +9,15 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
+import uvicorn
 
 from server.llm.llamacpp import bundled_model_path
 
@@ -79,8 +81,16 @@ def _wait_until_up(
 
 
 @contextmanager
-def rodeoai_server(data_dir: Path, *, cwd: Path = ROOT, **settings: str) -> Iterator[str]:
-    """`rodeoai serve` in its own process, on a data folder of the caller's."""
+def rodeoai_server(
+    data_dir: Path,
+    *,
+    cwd: Path = ROOT,
+    args: tuple[str, ...] = (),
+    ready: bool = True,
+    **settings: str,
+) -> Iterator[str]:
+    """`rodeoai serve [args]` in its own process, on a data folder of the caller's. It
+    returns once the server has loaded, or with `ready=False` as soon as the port answers."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RODEOAI_")}
     env.update(
@@ -93,9 +103,24 @@ def rodeoai_server(data_dir: Path, *, cwd: Path = ROOT, **settings: str) -> Iter
         }
     )
     url = f"http://127.0.0.1:{port}"
-    with running([str(BIN / "rodeoai"), "serve"], f"{url}/health", env=env, cwd=cwd) as process:
+    command = [str(BIN / "rodeoai"), "serve", *args]
+    with running(command, f"{url}/health", env=env, cwd=cwd) as process:
         SERVER_PIDS[url] = process.pid
+        if ready:
+            wait_ready(url)
         yield url
+
+
+def wait_ready(url: str, *, cap_s: float = 240) -> dict[str, Any]:
+    """Poll /health until the server has loaded (a generous cap, not a timing assertion)."""
+    deadline = time.monotonic() + cap_s
+    while True:
+        health: dict[str, Any] = httpx.get(f"{url}/health", timeout=30).json()
+        if health["status"] != "loading":
+            return health
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} still loading: {health}")
+        time.sleep(0.3)
 
 
 @contextmanager
@@ -129,3 +154,22 @@ def copy_data(source: Path, target: Path) -> Path:
         src.backup(dst)
     shutil.copytree(source / "index", target / "index")
     return target
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """An app object of the caller's (say, with a scripted chain) in a real uvicorn server,
+    in this process, so real HTTP clients can reach it."""
+    server = uvicorn.Server(uvicorn.Config(app, port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("in-process server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -4,20 +4,17 @@ generator is scripted (FakeBackend), so the test measures everything around it."
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from server.llm.chain import FailoverChain
 from server.llm.fake import FakeBackend
 from server.main import create_app
 from tests.conftest import settings_for
-from tests.servers import copy_data, free_port
+from tests.servers import copy_data, serving
 
 QUESTIONS = [
     "What rope length should a beginner header use?",
@@ -32,21 +29,11 @@ DRAFT = ["Beginner headers ", "commonly use ", "30 to 31 foot ", "ropes [1]. ", 
 @pytest.fixture
 def served(shared_data: Path, tmp_path: Path) -> Iterator[str]:
     """The real app in a real uvicorn server, on a private copy of the knowledge."""
-    settings = settings_for(
-        copy_data(shared_data, tmp_path / "data"), chat_guest_limit="1000/minute"
-    )
-    app = create_app(settings)
+    data = copy_data(shared_data, tmp_path / "data")
+    app = create_app(settings_for(data, chat_guest_limit="1000/minute"))
     app.state.components.chain = FailoverChain([FakeBackend(DRAFT, delay_s=0.01)])
-    server = uvicorn.Server(uvicorn.Config(app, port=free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{server.config.port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(app) as url:
+        yield url
 
 
 def test_forty_concurrent_chats_never_give_500(served: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, MutableMapping
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 from sse_starlette.sse import EventSourceResponse
 
 from server.accounts.service import Principal
+from server.api.compat import stream_error
 from server.api.deps import ChatPrincipal, ComponentsDep
 from server.chat.pipeline import ChatRun, ChatService, answer_dict
 from server.components import Components
@@ -60,17 +62,7 @@ async def chat(
     Depth follows `skill_level`, else the user's profile. A signed-in user's exchange is
     saved in `conversation_id`, or in a new conversation (its id is in the reply)."""
     run = await _begin(body, components, principal, "chat")
-    async for _ in components.chat.tokens(run):
-        pass
-    assert run.answer is not None
-    return ChatResponse.model_validate(answer_dict(run.answer))
-
-
-def _error(exc: BaseException) -> dict[str, Any]:
-    if isinstance(exc, AppError):
-        return {"code": exc.code, "message": exc.message}
-    log.exception("chat stream failed", exc_info=exc)
-    return {"code": "internal_error", "message": "the answer failed part-way; try again"}
+    return ChatResponse.model_validate(answer_dict(await components.chat.complete(run)))
 
 
 async def chat_events(chat: ChatService, run: ChatRun) -> AsyncIterator[tuple[str, dict[str, Any]]]:
@@ -82,7 +74,7 @@ async def chat_events(chat: ChatService, run: ChatRun) -> AsyncIterator[tuple[st
         assert run.answer is not None
         yield "done", answer_dict(run.answer)
     except Exception as exc:  # after the first token there is no failover: report it
-        yield "error", _error(exc)
+        yield "error", stream_error(exc)
 
 
 @router.post(
@@ -157,7 +149,8 @@ async def chat_socket(websocket: WebSocket) -> None:
                     if token
                     else Principal(user=None, guest_key=ip)
                 )
-                principal = chat_principal(principal, components)
+                # In a thread: it may wait for start-up to finish.
+                principal = await asyncio.to_thread(chat_principal, principal, components)
                 body = ChatRequest.model_validate_json(raw)
                 run = await _begin(body, components, principal, "ws")
             except ValidationError as exc:
@@ -172,7 +165,7 @@ async def chat_socket(websocket: WebSocket) -> None:
                 )
                 continue
             except AppError as exc:
-                await websocket.send_json({"event": "error", "data": _error(exc)})
+                await websocket.send_json({"event": "error", "data": stream_error(exc)})
                 continue
             async for event, data in chat_events(components.chat, run):
                 await websocket.send_json({"event": event, "data": data})

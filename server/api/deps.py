@@ -70,6 +70,7 @@ def chat_principal(
     settings = components.settings
     if principal.user is None and settings.access_mode == "accounts":
         raise Unauthorized("sign in to chat")
+    components.startup.wait(settings.startup_wait_s)
     limit = settings.chat_user_limit if principal.user else settings.chat_guest_limit
     components.limiter.hit(limit, "chat", principal.rate_key, what="questions")
     return principal
@@ -104,6 +105,7 @@ def reader_principal(
     """Who may read the knowledge base: anyone in open mode, else signed-in users."""
     if principal.user is None and components.settings.access_mode == "accounts":
         raise Unauthorized("sign in to search")
+    components.startup.wait(components.settings.startup_wait_s)
     return principal
 
 

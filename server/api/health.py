@@ -14,7 +14,19 @@ router = APIRouter(tags=["health"])
 
 @router.get("/health", response_model=HealthOut)
 def health(components: ComponentsDep) -> HealthOut:
+    """Answers at once, also while the server is still loading (status `loading`)."""
     documents, chunks = counts(components.engine)
+    startup = components.startup
+    if not startup.ready:  # the index and models may still be loading: do not touch them
+        return HealthOut(
+            status="loading" if not startup.done.is_set() else "degraded",
+            startup={"state": startup.state, "detail": startup.detail},
+            version=__version__,
+            models={},
+            documents=documents,
+            chunks=chunks,
+            index={},
+        )
     index = components.index
     embedder = components.embedder
     ready = chunks > 0 and index.count == chunks
@@ -28,4 +40,5 @@ def health(components: ComponentsDep) -> HealthOut:
         documents=documents,
         chunks=chunks,
         index={"vectors": index.count, "generation": index.generation},
+        startup={"state": startup.state, "detail": startup.detail},
     )

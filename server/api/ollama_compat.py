@@ -15,8 +15,9 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from server import __version__
+from server.api.compat import StreamEnd, checked_pieces
 from server.api.deps import CompatChat, CompatReader, CompatSearch, ComponentsDep
-from server.chat.pipeline import ChatRun, stream_tail
+from server.chat.pipeline import ChatRun
 from server.components import Components
 from server.rag.embedder import embed_inputs
 from server.schemas import error_responses
@@ -79,6 +80,7 @@ def _final(run: ChatRun, started: float) -> dict[str, Any]:
         "prompt_eval_count": answer.tokens_in,
         "eval_count": answer.tokens_out,
         "rodeoai": {
+            "answer_id": answer.answer_id,
             "sources": answer.sources,
             "backend": answer.backend,
             "skipped_backends": answer.skipped_backends,
@@ -99,21 +101,18 @@ async def _respond(components: Components, run: ChatRun, *, chat: bool, stream: 
         return body
 
     if not stream:
-        async for _ in components.chat.tokens(run):
-            pass
-        assert run.answer is not None
-        return {**piece(run.answer.response), **_final(run, started)}
+        answer = await components.chat.complete(run)
+        return {**piece(answer.response), **_final(run, started)}
 
     async def lines() -> AsyncIterator[str]:
-        draft: list[str] = []
-        async for token in components.chat.tokens(run):
-            draft.append(token)
-            yield json.dumps({**piece(token), "done": False}) + "\n"
-        assert run.answer is not None
-        tail = stream_tail("".join(draft), run.answer)
-        if tail:
-            yield json.dumps({**piece(tail), "done": False}) + "\n"
-        yield json.dumps({**piece(""), **_final(run, started)}) + "\n"
+        async for part in checked_pieces(components.chat, run):
+            if not isinstance(part, StreamEnd):
+                yield json.dumps({**piece(part), "done": False}) + "\n"
+            elif part.error is None:
+                yield json.dumps({**piece(""), **_final(run, started)}) + "\n"
+            else:
+                end = {"done": True, "done_reason": "error", "rodeoai": {"error": part.error}}
+                yield json.dumps({**piece(""), **end}) + "\n"
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 

@@ -18,8 +18,9 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from server.api.compat import StreamEnd, checked_pieces
 from server.api.deps import CompatChat, CompatReader, CompatSearch, ComponentsDep
-from server.chat.pipeline import ChatRun, answer_dict, stream_tail
+from server.chat.pipeline import ChatRun, answer_dict
 from server.components import Components
 from server.rag.embedder import embed_inputs
 from server.schemas import error_responses
@@ -79,7 +80,15 @@ def _extra(run: ChatRun) -> dict[str, Any]:
     data = answer_dict(run.answer)
     return {
         key: data[key]
-        for key in ("sources", "backend", "model", "skipped_backends", "latency_ms", "replaced")
+        for key in (
+            "answer_id",
+            "sources",
+            "backend",
+            "model",
+            "skipped_backends",
+            "latency_ms",
+            "replaced",
+        )
     }
 
 
@@ -101,10 +110,7 @@ async def chat_completions(
     run = await start(body, components, principal)
     ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     if not body.stream:
-        async for _ in components.chat.tokens(run):
-            pass
-        answer = run.answer
-        assert answer is not None
+        answer = await components.chat.complete(run)
         return {
             "id": ident,
             "object": "chat.completion",
@@ -138,15 +144,13 @@ async def chat_completions(
 
     async def events() -> AsyncIterator[str]:
         yield chunk({"role": "assistant", "content": ""})
-        draft: list[str] = []
-        async for token in components.chat.tokens(run):
-            draft.append(token)
-            yield chunk({"content": token})
-        assert run.answer is not None
-        tail = stream_tail("".join(draft), run.answer)
-        if tail:
-            yield chunk({"content": tail})
-        yield chunk({}, "stop", rodeoai=_extra(run))
+        async for piece in checked_pieces(components.chat, run):
+            if not isinstance(piece, StreamEnd):
+                yield chunk({"content": piece})
+            elif piece.error is None:
+                yield chunk({}, "stop", rodeoai=_extra(run))
+            else:
+                yield chunk({}, "stop", rodeoai={"error": piece.error})
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from sqlalchemy import Engine, func, or_
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from server.db import Conversation, Message, read_session, utcnow, write_session
 from server.errors import NotFound
@@ -23,10 +23,16 @@ class ConversationStore:
 
     def create(self, user_id: int, title: str) -> Conversation:
         with write_session(self.engine) as session:
-            conversation = Conversation(user_id=user_id, title=title)
-            session.add(conversation)
-            session.flush()
+            conversation = self.open(session, user_id, title)
             session.refresh(conversation)
+        return conversation
+
+    @staticmethod
+    def open(session: Session, user_id: int, title: str) -> Conversation:
+        """A new conversation inside the caller's transaction."""
+        conversation = Conversation(user_id=user_id, title=title)
+        session.add(conversation)
+        session.flush()
         return conversation
 
     def get(self, user_id: int, conversation_id: int) -> Conversation:
@@ -87,22 +93,25 @@ class ConversationStore:
     def history(self, conversation_id: int) -> list[dict[str, str]]:
         return [{"role": m.role, "content": m.content} for m in self.messages(conversation_id)]
 
-    def append_exchange(self, conversation_id: int, question: str, answer: dict[str, Any]) -> None:
-        """The question and its answer are stored together or not at all."""
-        with write_session(self.engine) as session:
-            session.add(Message(conversation_id=conversation_id, role="user", content=question))
-            session.add(
-                Message(
-                    conversation_id=conversation_id,
-                    role="assistant",
-                    content=answer["response"],
-                    sources_json=json.dumps(answer["sources"]),
-                    backend=answer["backend"],
-                    model=answer["model"],
-                    metrics_json=json.dumps(answer["metrics"]),
-                )
+    @staticmethod
+    def add_exchange(
+        session: Session, conversation_id: int, question: str, answer: dict[str, Any]
+    ) -> None:
+        """The question and its answer, in the caller's transaction (with the answer's
+        record), so they are stored together or not at all."""
+        session.add(Message(conversation_id=conversation_id, role="user", content=question))
+        session.add(
+            Message(
+                conversation_id=conversation_id,
+                role="assistant",
+                content=answer["response"],
+                sources_json=json.dumps(answer["sources"]),
+                backend=answer["backend"],
+                model=answer["model"],
+                metrics_json=json.dumps(answer["metrics"]),
             )
-            conversation = session.get(Conversation, conversation_id)
-            if conversation:
-                conversation.updated_at = utcnow()
-                session.add(conversation)
+        )
+        conversation = session.get(Conversation, conversation_id)
+        if conversation:
+            conversation.updated_at = utcnow()
+            session.add(conversation)

@@ -59,6 +59,7 @@ class ChatAnswer:
     tokens_out: int = 0
     conversation_id: int | None = None
     replaced: bool = False  # the streamed draft was swapped for the quoted sources
+    answer_id: int | None = None  # the answer's record, for feedback and review
 
     def metrics(self) -> dict[str, Any]:
         return {
@@ -246,12 +247,15 @@ class ChatService:
             yield tail
         run.answer = await asyncio.to_thread(self._finish, run, "".join(parts), count)
 
-    async def answer(self, messages: list[dict[str, str]], **kwargs: Any) -> ChatAnswer:
-        run = await self.begin(messages, **kwargs)
+    async def complete(self, run: ChatRun) -> ChatAnswer:
+        """Run a begun answer to its checked end, for replies that are not streamed."""
         async for _ in self.tokens(run):
             pass
         assert run.answer is not None
         return run.answer
+
+    async def answer(self, messages: list[dict[str, str]], **kwargs: Any) -> ChatAnswer:
+        return await self.complete(await self.begin(messages, **kwargs))
 
     def _finish(self, run: ChatRun, draft: str, token_count: int) -> ChatAnswer:
         generation = run.generation
@@ -294,43 +298,47 @@ class ChatService:
         return answer
 
     def _record(self, run: ChatRun, answer: ChatAnswer) -> None:
-        if run.save and run.conversation_id is None and run.user_id is not None:
-            run.conversation_id = self.conversations.create(
-                run.user_id, title_from(run.question)
-            ).id
-            answer.conversation_id = run.conversation_id
-        if run.save and run.conversation_id is not None:
-            self.conversations.append_exchange(
-                run.conversation_id,
-                run.question,
-                {
-                    "response": answer.response,
-                    "sources": answer.sources,
-                    "backend": answer.backend,
-                    "model": answer.model,
-                    "metrics": answer.metrics(),
-                },
-            )
+        """The exchange (a new conversation, if needed) and the answer's record, in one
+        transaction; the record's id becomes the answer's `answer_id`."""
         with write_session(self.engine) as session:
-            session.add(
-                AnswerMetric(
-                    question=run.question,
-                    response=answer.response,
-                    chunks_used=answer.chunks_used,
-                    sources_json=json.dumps([s["source"] for s in answer.sources]),
-                    model=answer.model,
-                    backend=answer.backend,
-                    skipped_json=json.dumps(answer.skipped_backends),
-                    skill_level=answer.skill_level,
-                    latency_ms=answer.latency_ms,
-                    time_to_first_token_ms=answer.time_to_first_token_ms,
-                    tokens_in=answer.tokens_in,
-                    tokens_out=answer.tokens_out,
-                    api=run.api,
-                    user_id=run.user_id,
-                    conversation_id=run.conversation_id,
+            if run.save and run.user_id is not None:
+                if run.conversation_id is None:
+                    title = title_from(run.question)
+                    run.conversation_id = self.conversations.open(session, run.user_id, title).id
+                    answer.conversation_id = run.conversation_id
+                assert run.conversation_id is not None
+                self.conversations.add_exchange(
+                    session,
+                    run.conversation_id,
+                    run.question,
+                    {
+                        "response": answer.response,
+                        "sources": answer.sources,
+                        "backend": answer.backend,
+                        "model": answer.model,
+                        "metrics": answer.metrics(),
+                    },
                 )
+            record = AnswerMetric(
+                question=run.question,
+                response=answer.response,
+                chunks_used=answer.chunks_used,
+                sources_json=json.dumps([s["source"] for s in answer.sources]),
+                model=answer.model,
+                backend=answer.backend,
+                skipped_json=json.dumps(answer.skipped_backends),
+                skill_level=answer.skill_level,
+                latency_ms=answer.latency_ms,
+                time_to_first_token_ms=answer.time_to_first_token_ms,
+                tokens_in=answer.tokens_in,
+                tokens_out=answer.tokens_out,
+                api=run.api,
+                user_id=run.user_id,
+                conversation_id=run.conversation_id,
             )
+            session.add(record)
+            session.flush()
+            answer.answer_id = record.id
 
 
 def answer_dict(answer: ChatAnswer) -> dict[str, Any]:
