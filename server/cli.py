@@ -31,6 +31,8 @@ users_app = typer.Typer(help="Manage accounts from the server's shell.", no_args
 app.add_typer(users_app, name="users")
 billing_app = typer.Typer(help="Plans, credits and Stripe.", no_args_is_help=True)
 app.add_typer(billing_app, name="billing")
+db_app = typer.Typer(help="The database schema and its migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 console = Console(stderr=True)
 
 
@@ -406,3 +408,40 @@ def billing_reconcile(
 
 if __name__ == "__main__":
     app()
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every pending migration (`rodeoai serve` and the other commands do it too)."""
+    from server.db import make_engine
+
+    settings = Settings()
+    logs.configure("INFO")
+    make_engine(settings.database_path)  # migrates on the way
+    print(f"{settings.database_path}: schema at {_revision(settings)}")
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Show the schema revision of the database and the newest one this release has."""
+    from alembic.script import ScriptDirectory
+
+    from server.db import MIGRATIONS
+
+    settings = Settings()
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    current = _revision(settings) if settings.database_path.exists() else None
+    print(
+        json.dumps({"database": str(settings.database_path), "revision": current, "newest": head})
+    )
+
+
+def _revision(settings: Settings) -> str | None:
+    import sqlite3
+
+    with sqlite3.connect(settings.database_path) as connection:
+        try:
+            row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+        except sqlite3.OperationalError:  # from before migrations
+            return None
+    return str(row[0]) if row else None

@@ -8,14 +8,17 @@ the two can never disagree after a crash.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, UniqueConstraint, event, text
+from sqlalchemy import Engine, UniqueConstraint, event, inspect, text
 from sqlmodel import Field, Session, SQLModel, create_engine
+
+log = logging.getLogger(__name__)
 
 
 def utcnow() -> datetime:
@@ -248,18 +251,6 @@ class Meta(SQLModel, table=True):
     value: str
 
 
-_FTS_DDL = [
-    "CREATE VIRTUAL TABLE IF NOT EXISTS chunk_fts USING fts5("
-    "title, heading, text, tokenize='porter unicode61 remove_diacritics 2')",
-    "CREATE TRIGGER IF NOT EXISTS chunk_fts_insert AFTER INSERT ON chunk BEGIN "
-    "INSERT INTO chunk_fts(rowid, title, heading, text) VALUES (new.id, "
-    "(SELECT title FROM document WHERE id = new.document_id), "
-    "coalesce(new.heading, ''), new.text); END",
-    "CREATE TRIGGER IF NOT EXISTS chunk_fts_delete AFTER DELETE ON chunk BEGIN "
-    "DELETE FROM chunk_fts WHERE rowid = old.id; END",
-]
-
-
 def make_engine(database_path: Path) -> Engine:
     """An engine with the pragmas SQLite needs for safe concurrent use."""
     database_path.parent.mkdir(parents=True, exist_ok=True)
@@ -286,11 +277,45 @@ def make_engine(database_path: Path) -> Engine:
         immediate = conn.get_execution_options().get("sqlite_immediate", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
-    SQLModel.metadata.create_all(engine)
-    with engine.begin() as conn:
-        for ddl in _FTS_DDL:
-            conn.exec_driver_sql(ddl)
+    migrate(engine)
     return engine
+
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+BASELINE = "0001"  # the schema of every release before migrations existed
+
+
+def alembic_config(connection: Any) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def migrate(engine: Engine) -> str:
+    """Bring the schema to the newest migration, in one BEGIN IMMEDIATE transaction, so
+    workers starting together take turns. A database from before migrations (tables, no
+    version) is stamped at the baseline first, which is its schema; nothing is rewritten."""
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    with engine.execution_options(sqlite_immediate=True).begin() as connection:
+        config = alembic_config(connection)
+        tables = set(inspect(connection).get_table_names())
+        before = MigrationContext.configure(connection).get_current_revision()
+        if before is None and "document" in tables:
+            command.stamp(config, BASELINE)
+            log.info("database from before migrations: recorded as baseline %s", BASELINE)
+            before = BASELINE
+        head = ScriptDirectory.from_config(config).get_current_head()
+        if before == head:
+            return "current"
+        command.upgrade(config, "head")
+    log.info("database schema upgraded from %s to %s", before or "empty", head)
+    return "upgraded"
 
 
 @contextmanager

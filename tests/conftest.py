@@ -4,6 +4,7 @@ the starter knowledge (ingesting it takes seconds, so it happens once per sessio
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import subprocess
@@ -23,6 +24,20 @@ ROOT = Path(__file__).resolve().parent.parent
 KNOWLEDGE = ROOT / "knowledge"
 
 MakeSettings = Callable[..., Settings]
+
+# What starts a process: helpers a test calls, or fixtures it asks for. Marking from these
+# keeps the e2e marker true as tests change, without a list to maintain by hand.
+_PROCESS_CALLS = ("rodeoai_server(", "run_cli(", "llama_cpp_server(", "subprocess.", "make_admin(")
+_PROCESS_FIXTURES = {"localstripe", "llama_server", "single_slot_server", "server", "provider"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        function = getattr(item, "function", None)
+        source = inspect.getsource(function) if function else ""
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if any(call in source for call in _PROCESS_CALLS) or fixtures & _PROCESS_FIXTURES:
+            item.add_marker(pytest.mark.e2e)
 
 
 def settings_for(data_dir: Path, **overrides: Any) -> Settings:

@@ -105,7 +105,6 @@ def reader_principal(
     """Who may read the knowledge base: anyone in open mode, else signed-in users."""
     if principal.user is None and components.settings.access_mode == "accounts":
         raise Unauthorized("sign in to search")
-    components.startup.wait(components.settings.startup_wait_s)
     return principal
 
 
@@ -114,10 +113,12 @@ Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
 
 
 def _limit_searches(principal: Principal, components: Components) -> Principal:
-    """Search and embeddings run the embedder on both cores: limit them like chat."""
+    """Search and embeddings run the embedder on both cores: limit them like chat, and let
+    them wait for a starting server (listing models need not)."""
     settings = components.settings
     limit = settings.search_user_limit if principal.user else settings.search_guest_limit
     components.limiter.hit(limit, "search", principal.rate_key, what="searches")
+    components.startup.wait(settings.startup_wait_s)
     return principal
 
 
