@@ -184,6 +184,11 @@ class AnswerMetric(SQLModel, table=True):
     user_id: int | None = Field(default=None, index=True)
     conversation_id: int | None = Field(default=None, index=True)
     created_at: datetime = Field(default_factory=utcnow, index=True)
+    status: str = Field(
+        default="done",
+        sa_column_kwargs={"server_default": "done"},
+        description="done; aborted (the client left mid-stream) or failed (the backend did)",
+    )
 
 
 class BillingCustomer(SQLModel, table=True):

@@ -5,6 +5,7 @@ clients. The generator is scripted (FakeBackend) where the failure is the point.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -137,3 +138,37 @@ def test_a_failure_mid_stream_ends_cleanly_for_the_official_ollama_client(
     assert parts[-1].done and parts[-1].done_reason == "error"
     generated = list(client.generate(model="rodeoai", prompt=QUESTION, stream=True))
     assert generated[-1].done and "stopped part-way" in "".join(g.response for g in generated)
+
+
+def statuses(components: Any) -> list[tuple[str, str]]:
+    with read_session(components.engine) as session:
+        rows = session.exec(select(AnswerMetric.status, AnswerMetric.response)).all()
+    return [(status, response) for status, response in rows]
+
+
+def test_a_failed_stream_is_recorded_as_failed(failing: tuple[str, Any]) -> None:
+    url, components = failing
+    with httpx.Client(base_url=url, timeout=60) as http:
+        events = sse(http.post("/api/chat/stream", json=ASK).text)
+    assert events[-1][0] == "error"
+    assert statuses(components) == [("failed", "Beginner headers commonly use ")]
+
+
+def test_a_client_that_leaves_mid_stream_is_recorded_as_aborted(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    slow = FakeBackend(DRAFT * 50, delay_s=0.05)
+    for url, components in served_with([slow], shared_data, tmp_path):
+        with (
+            httpx.Client(base_url=url, timeout=60) as http,
+            http.stream("POST", "/api/chat/stream", json=ASK) as stream,
+        ):
+            lines = stream.iter_lines()
+            while "event: token" not in next(lines):
+                pass
+        deadline = time.monotonic() + 30  # a generous cap: the server notices the close
+        while not statuses(components):
+            assert time.monotonic() < deadline, "no record of the aborted answer"
+            time.sleep(0.1)
+        [(status, response)] = statuses(components)
+        assert status == "aborted" and response.startswith("Beginner headers")

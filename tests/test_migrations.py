@@ -11,13 +11,15 @@ from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlmodel import SQLModel
 
 from server.components import Components
-from server.db import make_engine, migrate
+from server.db import MIGRATIONS, make_engine, migrate
 from tests.conftest import ROOT, run_cli, settings_for
 
 RELEASE = ROOT / "tests" / "data" / "release-c4bd719"
+HEAD = ScriptDirectory(str(MIGRATIONS)).get_current_head()
 TABLES = ("document", "chunk", "user", "conversation", "message", "ledgerentry", "answermetric")
 
 
@@ -45,7 +47,7 @@ def test_a_new_database_is_built_by_the_migrations_and_matches_the_models(
             connection,
             opts={"include_name": lambda name, type_, _: not str(name).startswith("chunk_fts")},
         )
-        assert context.get_current_revision() == "0001"
+        assert context.get_current_revision() == HEAD
         assert compare_metadata(context, SQLModel.metadata) == []
         names = {row[0] for row in connection.exec_driver_sql("SELECT name FROM sqlite_master")}
     assert {"chunk_fts", "chunk_fts_insert", "chunk_fts_delete"} <= names
@@ -62,13 +64,17 @@ def test_the_last_release_database_upgrades_in_place_with_nothing_lost(tmp_path:
     hits = components.retriever.search("beginner header rope length", 5)
     assert [h.chunk_id for h in hits] == expected
     status = json.loads(run_cli("db", "status", data_dir=data).stdout)
-    assert status["revision"] == status["newest"] == "0001"
+    assert status["revision"] == status["newest"] == HEAD
+    with sqlite3.connect(data / "rodeoai.db") as connection:  # 0002 added a column
+        statuses = {row[0] for row in connection.execute("SELECT status FROM answermetric")}
+    assert statuses == {"done"}
 
 
 def test_the_cli_upgrades_a_release_database(tmp_path: Path) -> None:
     data = release_copy(tmp_path / "data")
     status = json.loads(run_cli("db", "status", data_dir=data).stdout)
-    assert status["revision"] is None and status["newest"] == "0001"
+    assert status["revision"] is None and status["newest"] == HEAD
     done = run_cli("db", "upgrade", data_dir=data)
     assert done.returncode == 0, done.stderr
-    assert "schema at 0001" in done.stdout and "baseline" in done.stderr
+    assert f"schema at {HEAD}" in done.stdout and "baseline" in done.stderr
+    assert "upgraded from 0001" in done.stderr

@@ -236,12 +236,18 @@ class ChatService:
         parts: list[str] = []
         count = 0
         remote = StreamFilter()  # the draft is shown as it streams, so filter it as it goes
-        async for token in run.generation.tokens:
-            count += 1
-            text = remote.feed(token)
-            if text:
-                parts.append(text)
-                yield text
+        try:
+            async for token in run.generation.tokens:
+                count += 1
+                text = remote.feed(token)
+                if text:
+                    parts.append(text)
+                    yield text
+        except BaseException as exc:  # the client left (cancelled, closed) or the backend failed
+            status = "failed" if isinstance(exc, Exception) else "aborted"
+            # Synchronous on purpose: awaiting is not safe in a cancelled or closing generator.
+            self._record_unfinished(run, "".join(parts), count, status)
+            raise
         if tail := remote.flush():
             parts.append(tail)
             yield tail
@@ -297,6 +303,30 @@ class ChatService:
         self._record(run, answer)
         return answer
 
+    def _record_unfinished(self, run: ChatRun, draft: str, token_count: int, status: str) -> None:
+        """An answer that never finished is recorded too, as far as it got, marked with how
+        it ended; it is not added to the conversation."""
+        generation = run.generation
+        now = time.monotonic()
+        answer = ChatAnswer(
+            response=draft,
+            sources=run.sources,
+            model=generation.model,
+            backend=generation.backend,
+            latency_ms=int((now - run.started) * 1000),
+            chunks_used=len(run.passages),
+            skill_level=run.skill_level,
+            skipped_backends=list(generation.skipped),
+            time_to_first_token_ms=int((generation.first_token_at - run.started) * 1000),
+            tokens_out=token_count,
+            conversation_id=run.conversation_id,
+        )
+        try:
+            with write_session(self.engine) as session:
+                session.add(self._metric(run, answer, status))
+        except Exception:  # never mask why the stream ended
+            log.exception("could not record an unfinished answer")
+
     def _record(self, run: ChatRun, answer: ChatAnswer) -> None:
         """The exchange (a new conversation, if needed) and the answer's record, in one
         transaction; the record's id becomes the answer's `answer_id`."""
@@ -319,26 +349,31 @@ class ChatService:
                         "metrics": answer.metrics(),
                     },
                 )
-            record = AnswerMetric(
-                question=run.question,
-                response=answer.response,
-                chunks_used=answer.chunks_used,
-                sources_json=json.dumps([s["source"] for s in answer.sources]),
-                model=answer.model,
-                backend=answer.backend,
-                skipped_json=json.dumps(answer.skipped_backends),
-                skill_level=answer.skill_level,
-                latency_ms=answer.latency_ms,
-                time_to_first_token_ms=answer.time_to_first_token_ms,
-                tokens_in=answer.tokens_in,
-                tokens_out=answer.tokens_out,
-                api=run.api,
-                user_id=run.user_id,
-                conversation_id=run.conversation_id,
-            )
+            record = self._metric(run, answer, "done")
             session.add(record)
             session.flush()
             answer.answer_id = record.id
+
+    @staticmethod
+    def _metric(run: ChatRun, answer: ChatAnswer, status: str) -> AnswerMetric:
+        return AnswerMetric(
+            question=run.question,
+            response=answer.response,
+            chunks_used=answer.chunks_used,
+            sources_json=json.dumps([s["source"] for s in answer.sources]),
+            model=answer.model,
+            backend=answer.backend,
+            skipped_json=json.dumps(answer.skipped_backends),
+            skill_level=answer.skill_level,
+            latency_ms=answer.latency_ms,
+            time_to_first_token_ms=answer.time_to_first_token_ms,
+            tokens_in=answer.tokens_in,
+            tokens_out=answer.tokens_out,
+            api=run.api,
+            user_id=run.user_id,
+            conversation_id=run.conversation_id,
+            status=status,
+        )
 
 
 def answer_dict(answer: ChatAnswer) -> dict[str, Any]:
