@@ -279,9 +279,11 @@ def create_app(settings: Settings | None = None, *, start_in_background: bool = 
 def _start(components: Components) -> None:
     startup = components.startup
     try:
+        # Knowledge first: another worker may be loading it under the lock, and an index
+        # opened before it finished would start out stale.
         startup.step("opening index")
-        components.index  # noqa: B018  (loads, or rebuilds when missing or corrupt)
         components.load_starter_knowledge()
+        components.index  # noqa: B018  (loads, or rebuilds when missing or corrupt)
         startup.step("warming up")
         # The first encode in a process takes seconds (torch start-up); pay it here, not in
         # the first user's question.

@@ -28,6 +28,7 @@ def health(components: ComponentsDep) -> HealthOut:
             index={},
         )
     index = components.index
+    index.refresh_if_stale(components.engine)  # another worker or the CLI may have written
     embedder = components.embedder
     ready = chunks > 0 and index.count == chunks
     return HealthOut(
