@@ -413,35 +413,27 @@ if __name__ == "__main__":
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every pending migration (`rodeoai serve` and the other commands do it too)."""
-    from server.db import make_engine
+    from server.db import make_engine, schema_revision
 
     settings = Settings()
     logs.configure("INFO")
-    make_engine(settings.database_path)  # migrates on the way
-    print(f"{settings.database_path}: schema at {_revision(settings)}")
+    engine = make_engine(settings.database_path)  # migrates on the way
+    print(f"{settings.database_path}: schema at {schema_revision(engine)}")
 
 
 @db_app.command("status")
 def db_status() -> None:
     """Show the schema revision of the database and the newest one this release has."""
     from alembic.script import ScriptDirectory
+    from sqlalchemy import create_engine
 
-    from server.db import MIGRATIONS
+    from server.db import MIGRATIONS, schema_revision
 
     settings = Settings()
     head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
-    current = _revision(settings) if settings.database_path.exists() else None
+    current = None
+    if settings.database_path.exists():  # read as it is: no migration here
+        current = schema_revision(create_engine(f"sqlite:///{settings.database_path}"))
     print(
         json.dumps({"database": str(settings.database_path), "revision": current, "newest": head})
     )
-
-
-def _revision(settings: Settings) -> str | None:
-    import sqlite3
-
-    with sqlite3.connect(settings.database_path) as connection:
-        try:
-            row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
-        except sqlite3.OperationalError:  # from before migrations
-            return None
-    return str(row[0]) if row else None

@@ -299,6 +299,14 @@ def alembic_config(connection: Any) -> Any:
     return config
 
 
+def schema_revision(engine: Engine) -> str | None:
+    """The migration the database is at; None before migrations (or with no database)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
 def migrate(engine: Engine) -> str:
     """Bring the schema to the newest migration, in one BEGIN IMMEDIATE transaction, so
     workers starting together take turns. A database from before migrations (tables, no

@@ -283,21 +283,15 @@ class ChatService:
             text = with_evidence(text, run.facts, self.settings.evidence_points)
         cited = set(cited_numbers(text))
         sources = [{**s, "cited": s["n"] in cited} for s in run.sources]
-        finished = time.monotonic()
-        answer = ChatAnswer(
-            response=text,
-            sources=sources,
+        answer = _answer_of(
+            run,
+            text,
+            sources,
+            token_count,
             model=model,
             backend=backend,
-            latency_ms=int((finished - run.started) * 1000),
-            chunks_used=len(run.passages),
-            skill_level=run.skill_level,
-            skipped_backends=skipped,
-            time_to_first_token_ms=int((generation.first_token_at - run.started) * 1000),
-            generation_ms=int((finished - generation.first_token_at) * 1000),
+            skipped=skipped,
             tokens_in=sum(self.embedder.count_tokens(m["content"]) for m in run.request.messages),
-            tokens_out=token_count,
-            conversation_id=run.conversation_id,
             replaced=replaced,
         )
         self._record(run, answer)
@@ -307,19 +301,14 @@ class ChatService:
         """An answer that never finished is recorded too, as far as it got, marked with how
         it ended; it is not added to the conversation."""
         generation = run.generation
-        now = time.monotonic()
-        answer = ChatAnswer(
-            response=draft,
-            sources=run.sources,
+        answer = _answer_of(
+            run,
+            draft,
+            run.sources,
+            token_count,
             model=generation.model,
             backend=generation.backend,
-            latency_ms=int((now - run.started) * 1000),
-            chunks_used=len(run.passages),
-            skill_level=run.skill_level,
-            skipped_backends=list(generation.skipped),
-            time_to_first_token_ms=int((generation.first_token_at - run.started) * 1000),
-            tokens_out=token_count,
-            conversation_id=run.conversation_id,
+            skipped=list(generation.skipped),
         )
         try:
             with write_session(self.engine) as session:
@@ -374,6 +363,38 @@ class ChatService:
             conversation_id=run.conversation_id,
             status=status,
         )
+
+
+def _answer_of(
+    run: ChatRun,
+    text: str,
+    sources: list[dict[str, object]],
+    token_count: int,
+    *,
+    model: str,
+    backend: str,
+    skipped: list[dict[str, str]],
+    tokens_in: int = 0,
+    replaced: bool = False,
+) -> ChatAnswer:
+    """The answer with its timings, measured now: finished, or as far as it got."""
+    now, first = time.monotonic(), run.generation.first_token_at
+    return ChatAnswer(
+        response=text,
+        sources=sources,
+        model=model,
+        backend=backend,
+        latency_ms=int((now - run.started) * 1000),
+        chunks_used=len(run.passages),
+        skill_level=run.skill_level,
+        skipped_backends=skipped,
+        time_to_first_token_ms=int((first - run.started) * 1000),
+        generation_ms=int((now - first) * 1000),
+        tokens_in=tokens_in,
+        tokens_out=token_count,
+        conversation_id=run.conversation_id,
+        replaced=replaced,
+    )
 
 
 def answer_dict(answer: ChatAnswer) -> dict[str, Any]:

@@ -77,7 +77,7 @@ class Ingestor:
         knowledge_dir: Path,
         chunk_tokens: int,
         chunk_overlap: int,
-        max_file_bytes: int = 32 * 1024 * 1024,
+        max_file_bytes: int,
     ) -> None:
         self.engine = engine
         self.embedder = embedder
