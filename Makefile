@@ -34,8 +34,9 @@ setup-dev: $(VENV)/.installed-dev  ## Create .venv and install the app with test
 run: setup  ## Set up, load the starter knowledge on first run, and serve on RODEOAI_PORT (8000)
 	$(BIN)/rodeoai serve
 
-test: setup-dev  ## Set up and run the test suite
+test: setup-dev  ## Set up and run the test suite: on SQLite, then on a real PostgreSQL (pgserver)
 	$(BIN)/pytest
+	$(BIN)/pytest --database postgresql
 
 lint: setup-dev  ## ruff, mypy and the import contracts
 	$(BIN)/ruff check server tests scripts

@@ -406,34 +406,32 @@ def billing_reconcile(
     print(", ".join(f"{n} {k}" for k, n in counts.items()))
 
 
-if __name__ == "__main__":
-    app()
-
-
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every pending migration (`rodeoai serve` and the other commands do it too)."""
-    from server.db import make_engine, schema_revision
+    from server.db import make_engine, safe_url, schema_revision
 
     settings = Settings()
     logs.configure("INFO")
-    engine = make_engine(settings.database_path)  # migrates on the way
-    print(f"{settings.database_path}: schema at {schema_revision(engine)}")
+    engine = make_engine(settings.engine_url)  # migrates on the way
+    print(f"{safe_url(settings.engine_url)}: schema at {schema_revision(engine)}")
 
 
 @db_app.command("status")
 def db_status() -> None:
     """Show the schema revision of the database and the newest one this release has."""
     from alembic.script import ScriptDirectory
-    from sqlalchemy import create_engine
 
-    from server.db import MIGRATIONS, schema_revision
+    from server.db import MIGRATIONS, make_engine, safe_url, schema_revision
 
     settings = Settings()
     head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
     current = None
-    if settings.database_path.exists():  # read as it is: no migration here
-        current = schema_revision(create_engine(f"sqlite:///{settings.database_path}"))
-    print(
-        json.dumps({"database": str(settings.database_path), "revision": current, "newest": head})
-    )
+    if settings.database_url or settings.database_path.exists():  # read as it is
+        current = schema_revision(make_engine(settings.engine_url, upgrade=False))
+    report = {"database": safe_url(settings.engine_url), "revision": current, "newest": head}
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    app()

@@ -46,7 +46,12 @@ class Components:
 
     @cached_property
     def engine(self) -> Engine:
-        return make_engine(self.settings.database_path)
+        return make_engine(self.settings.engine_url)
+
+    def close(self) -> None:
+        """Give the database connections back (a PostgreSQL server counts its clients)."""
+        if "engine" in self.__dict__:
+            self.engine.dispose()
 
     @cached_property
     def embedder(self) -> Embedder:

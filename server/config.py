@@ -47,6 +47,11 @@ class Settings(BaseSettings):
         description="Knowledge loaded on first run; by default the starter knowledge of this "
         "install, wherever the command runs.",
     )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the database, e.g. postgresql+psycopg://user:pw@host/db."
+        " Empty: the SQLite file rodeoai.db in data_dir.",
+    )
     models_dir: Path = Field(default=Path("models"), description="Folder of extra GGUF files.")
     autoload_knowledge: bool = Field(
         default=True, description="Ingest knowledge_dir at start-up when the database is empty."
@@ -259,8 +264,9 @@ class Settings(BaseSettings):
         return self.data_dir / "rodeoai.db"
 
     @property
-    def database_url(self) -> str:
-        return f"sqlite:///{self.database_path}"
+    def engine_url(self) -> str:
+        """The database to use: RODEOAI_DATABASE_URL, else the SQLite file in data_dir."""
+        return self.database_url or f"sqlite:///{self.database_path}"
 
     @property
     def index_dir(self) -> Path:

@@ -238,6 +238,7 @@ def create_app(settings: Settings | None = None, *, start_in_background: bool = 
         yield
         components.startup.stop.set()  # a shutdown mid-load stops at the next file
         await asyncio.to_thread(loader.join, 30)
+        components.close()
 
     app = FastAPI(
         title="RodeoAI",

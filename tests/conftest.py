@@ -4,6 +4,7 @@ the starter knowledge (ingesting it takes seconds, so it happens once per sessio
 
 from __future__ import annotations
 
+import gc
 import inspect
 import os
 import shutil
@@ -19,6 +20,7 @@ from fastapi.testclient import TestClient
 from server.components import Components
 from server.config import Settings
 from server.main import create_app
+from tests import databases
 
 ROOT = Path(__file__).resolve().parent.parent
 KNOWLEDGE = ROOT / "knowledge"
@@ -31,6 +33,23 @@ _PROCESS_CALLS = ("rodeoai_server(", "run_cli(", "llama_cpp_server(", "subproces
 _PROCESS_FIXTURES = {"localstripe", "llama_server", "single_slot_server", "server", "provider"}
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--database",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="run every test on SQLite files (default) or on a real PostgreSQL (pgserver)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    databases.ENGINE = config.getoption("--database")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"database: {databases.ENGINE}"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         function = getattr(item, "function", None)
@@ -38,6 +57,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         fixtures = set(getattr(item, "fixturenames", ()))
         if any(call in source for call in _PROCESS_CALLS) or fixtures & _PROCESS_FIXTURES:
             item.add_marker(pytest.mark.e2e)
+        if databases.on_postgres() and item.get_closest_marker("sqlite_only"):
+            item.add_marker(pytest.mark.skip(reason="SQLite files; the SQLite pass runs it"))
+        if databases.on_postgres() and item.get_closest_marker("models_only"):
+            item.add_marker(pytest.mark.skip(reason="no database in play; the SQLite pass runs it"))
+
+
+@pytest.fixture(autouse=True)
+def _release_connections() -> Iterator[None]:
+    """Engines a test dropped give their PostgreSQL connections back before the next test."""
+    yield
+    if databases.on_postgres():
+        gc.collect()
 
 
 def settings_for(data_dir: Path, **overrides: Any) -> Settings:
@@ -46,6 +77,7 @@ def settings_for(data_dir: Path, **overrides: Any) -> Settings:
         "knowledge_dir": KNOWLEDGE,
         "autoload_knowledge": False,
         "log_level": "WARNING",
+        "database_url": databases.database_url(data_dir),
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -66,6 +98,8 @@ def shared_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     components = Components(settings_for(data))
     summary = components.ingestor.ingest([KNOWLEDGE])
     assert summary.added_documents >= 30 and not summary.errors
+    components.engine.dispose()
+    databases.freeze(data)
     return data
 
 
@@ -82,8 +116,10 @@ def shared_components(shared_data: Path) -> Components:
     return Components(settings_for(shared_data))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def client(shared_data: Path) -> Iterator[TestClient]:
+    """One app per test file on the shared knowledge: no file spends another's guest
+    rate-limit budget, and none sees another's in-memory state."""
     with TestClient(create_app(settings_for(shared_data)), raise_server_exceptions=False) as c:
         yield c
 
@@ -102,6 +138,7 @@ def run_cli(
             "RODEOAI_DATA_DIR": str(data_dir),
             "RODEOAI_KNOWLEDGE_DIR": str(KNOWLEDGE),
             "RODEOAI_LOG_LEVEL": "WARNING",
+            **databases.database_env(data_dir),
             **(extra_env or {}),
         }
     )

@@ -20,6 +20,7 @@ import httpx
 import uvicorn
 
 from server.llm.llamacpp import bundled_model_path
+from tests import databases
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -99,6 +100,7 @@ def rodeoai_server(
             "RODEOAI_PORT": str(port),
             "RODEOAI_LOG_LEVEL": "WARNING",
             "RODEOAI_AUTOLOAD_KNOWLEDGE": "false",
+            **databases.database_env(data_dir),
             **{f"RODEOAI_{k.upper()}": v for k, v in settings.items()},
         }
     )
@@ -145,13 +147,17 @@ def llama_cpp_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
 
 
 def copy_data(source: Path, target: Path) -> Path:
-    """A private copy of an ingested data folder (SQLite's backup API, never a file copy)."""
+    """A private copy of an ingested data folder: its database (SQLite's backup API, never
+    a file copy; or a PostgreSQL database cloned from a template) and its FAISS index."""
     target.mkdir(parents=True)
-    with (
-        sqlite3.connect(source / "rodeoai.db") as src,
-        sqlite3.connect(target / "rodeoai.db") as dst,
-    ):
-        src.backup(dst)
+    if databases.on_postgres():
+        databases.copy_database(source, target)
+    else:
+        with (
+            sqlite3.connect(source / "rodeoai.db") as src,
+            sqlite3.connect(target / "rodeoai.db") as dst,
+        ):
+            src.backup(dst)
     shutil.copytree(source / "index", target / "index")
     return target
 

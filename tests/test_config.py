@@ -9,6 +9,8 @@ from pydantic import ValidationError
 
 from server.config import Settings
 
+pytestmark = pytest.mark.models_only  # the PostgreSQL pass leaves these to SQLite
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

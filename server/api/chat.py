@@ -15,7 +15,8 @@ from sse_starlette.sse import EventSourceResponse
 from server.accounts.service import Principal
 from server.api.compat import stream_error
 from server.api.deps import ChatPrincipal, ComponentsDep
-from server.chat.pipeline import ChatRun, ChatService, answer_dict
+from server.chat.answers import ChatRun, answer_dict
+from server.chat.pipeline import ChatService
 from server.components import Components
 from server.errors import AppError
 from server.schemas import ChatRequest, ChatResponse, ErrorOut

@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from server.chat.pipeline import ChatRun, ChatService, stream_tail
+from server.chat.answers import ChatRun, stream_tail
+from server.chat.pipeline import ChatService
 from server.errors import AppError
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from server import __version__
 from server.api.compat import StreamEnd, checked_pieces
 from server.api.deps import CompatChat, CompatReader, CompatSearch, ComponentsDep
-from server.chat.pipeline import ChatRun
+from server.chat.answers import ChatRun
 from server.components import Components
 from server.rag.embedder import embed_inputs
 from server.schemas import error_responses

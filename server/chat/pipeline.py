@@ -7,17 +7,16 @@ so every answer gets the same grounding, citations and metrics.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine
 
 from server.billing.plans import BillingService
-from server.chat.conversations import ConversationStore, title_from
+from server.chat.answers import ChatAnswer, ChatRun, answer_of
+from server.chat.conversations import ConversationStore
 from server.chat.prompting import (
     attribute,
     build_messages,
@@ -27,11 +26,11 @@ from server.chat.prompting import (
     ungrounded_numbers,
     with_evidence,
 )
+from server.chat.recording import AnswerRecorder
 from server.config import Settings, SkillLevel
-from server.db import AnswerMetric, write_session
 from server.errors import InvalidInput
 from server.llm.base import GenerationRequest, Passage
-from server.llm.chain import FailoverChain, Generation
+from server.llm.chain import FailoverChain
 from server.llm.cleanup import cited_numbers, clean_answer, is_substantive
 from server.llm.extractive import extractive_answer
 from server.llm.remote import StreamFilter
@@ -41,69 +40,6 @@ from server.rag.retriever import Hit, Retriever
 
 log = logging.getLogger(__name__)
 PREMIUM_BACKENDS = frozenset({"openai"})  # cloud models: Pro plans only
-
-
-@dataclass
-class ChatAnswer:
-    response: str
-    sources: list[dict[str, object]]
-    model: str
-    backend: str
-    latency_ms: int
-    chunks_used: int
-    skill_level: str
-    skipped_backends: list[dict[str, str]] = field(default_factory=list)
-    time_to_first_token_ms: int | None = None
-    generation_ms: int = 0
-    tokens_in: int = 0
-    tokens_out: int = 0
-    conversation_id: int | None = None
-    replaced: bool = False  # the streamed draft was swapped for the quoted sources
-    answer_id: int | None = None  # the answer's record, for feedback and review
-
-    def metrics(self) -> dict[str, Any]:
-        return {
-            "latency_ms": self.latency_ms,
-            "time_to_first_token_ms": self.time_to_first_token_ms,
-            "generation_ms": self.generation_ms,
-            "tokens_in": self.tokens_in,
-            "tokens_out": self.tokens_out,
-            "chunks_used": self.chunks_used,
-        }
-
-
-@dataclass
-class ChatRun:
-    """An answer in progress: generation has produced its first token (or failed over)."""
-
-    question: str
-    skill_level: str
-    passages: list[Passage]
-    hits: list[Hit]
-    facts: list[tuple[int, str]]
-    request: GenerationRequest
-    generation: Generation
-    started: float
-    user_id: int | None
-    conversation_id: int | None
-    save: bool
-    api: str
-    answer: ChatAnswer | None = None
-
-    @property
-    def sources(self) -> list[dict[str, object]]:
-        return [
-            {
-                "n": p.number,
-                "source": p.source,
-                "title": p.title,
-                "chunk_id": self.hits[p.number - 1].chunk_id,
-                "location": p.location,
-                "score": round(self.hits[p.number - 1].score, 6),
-                "cited": False,
-            }
-            for p in self.passages
-        ]
 
 
 class ChatService:
@@ -124,6 +60,7 @@ class ChatService:
         self.engine = engine
         self.conversations = conversations
         self.billing = billing
+        self.recorder = AnswerRecorder(engine, conversations)
 
     def validate(self, messages: list[dict[str, str]]) -> tuple[str, list[dict[str, str]]]:
         """The question is the last user message; earlier turns are history."""
@@ -246,7 +183,7 @@ class ChatService:
         except BaseException as exc:  # the client left (cancelled, closed) or the backend failed
             status = "failed" if isinstance(exc, Exception) else "aborted"
             # Synchronous on purpose: awaiting is not safe in a cancelled or closing generator.
-            self._record_unfinished(run, "".join(parts), count, status)
+            self.recorder.unfinished(run, "".join(parts), count, status)
             raise
         if tail := remote.flush():
             parts.append(tail)
@@ -283,7 +220,7 @@ class ChatService:
             text = with_evidence(text, run.facts, self.settings.evidence_points)
         cited = set(cited_numbers(text))
         sources = [{**s, "cited": s["n"] in cited} for s in run.sources]
-        answer = _answer_of(
+        answer = answer_of(
             run,
             text,
             sources,
@@ -294,123 +231,5 @@ class ChatService:
             tokens_in=sum(self.embedder.count_tokens(m["content"]) for m in run.request.messages),
             replaced=replaced,
         )
-        self._record(run, answer)
+        self.recorder.finished(run, answer)
         return answer
-
-    def _record_unfinished(self, run: ChatRun, draft: str, token_count: int, status: str) -> None:
-        """An answer that never finished is recorded too, as far as it got, marked with how
-        it ended; it is not added to the conversation."""
-        generation = run.generation
-        answer = _answer_of(
-            run,
-            draft,
-            run.sources,
-            token_count,
-            model=generation.model,
-            backend=generation.backend,
-            skipped=list(generation.skipped),
-        )
-        try:
-            with write_session(self.engine) as session:
-                session.add(self._metric(run, answer, status))
-        except Exception:  # never mask why the stream ended
-            log.exception("could not record an unfinished answer")
-
-    def _record(self, run: ChatRun, answer: ChatAnswer) -> None:
-        """The exchange (a new conversation, if needed) and the answer's record, in one
-        transaction; the record's id becomes the answer's `answer_id`."""
-        with write_session(self.engine) as session:
-            if run.save and run.user_id is not None:
-                if run.conversation_id is None:
-                    title = title_from(run.question)
-                    run.conversation_id = self.conversations.open(session, run.user_id, title).id
-                    answer.conversation_id = run.conversation_id
-                assert run.conversation_id is not None
-                self.conversations.add_exchange(
-                    session,
-                    run.conversation_id,
-                    run.question,
-                    {
-                        "response": answer.response,
-                        "sources": answer.sources,
-                        "backend": answer.backend,
-                        "model": answer.model,
-                        "metrics": answer.metrics(),
-                    },
-                )
-            record = self._metric(run, answer, "done")
-            session.add(record)
-            session.flush()
-            answer.answer_id = record.id
-
-    @staticmethod
-    def _metric(run: ChatRun, answer: ChatAnswer, status: str) -> AnswerMetric:
-        return AnswerMetric(
-            question=run.question,
-            response=answer.response,
-            chunks_used=answer.chunks_used,
-            sources_json=json.dumps([s["source"] for s in answer.sources]),
-            model=answer.model,
-            backend=answer.backend,
-            skipped_json=json.dumps(answer.skipped_backends),
-            skill_level=answer.skill_level,
-            latency_ms=answer.latency_ms,
-            time_to_first_token_ms=answer.time_to_first_token_ms,
-            tokens_in=answer.tokens_in,
-            tokens_out=answer.tokens_out,
-            api=run.api,
-            user_id=run.user_id,
-            conversation_id=run.conversation_id,
-            status=status,
-        )
-
-
-def _answer_of(
-    run: ChatRun,
-    text: str,
-    sources: list[dict[str, object]],
-    token_count: int,
-    *,
-    model: str,
-    backend: str,
-    skipped: list[dict[str, str]],
-    tokens_in: int = 0,
-    replaced: bool = False,
-) -> ChatAnswer:
-    """The answer with its timings, measured now: finished, or as far as it got."""
-    now, first = time.monotonic(), run.generation.first_token_at
-    return ChatAnswer(
-        response=text,
-        sources=sources,
-        model=model,
-        backend=backend,
-        latency_ms=int((now - run.started) * 1000),
-        chunks_used=len(run.passages),
-        skill_level=run.skill_level,
-        skipped_backends=skipped,
-        time_to_first_token_ms=int((first - run.started) * 1000),
-        generation_ms=int((now - first) * 1000),
-        tokens_in=tokens_in,
-        tokens_out=token_count,
-        conversation_id=run.conversation_id,
-        replaced=replaced,
-    )
-
-
-def answer_dict(answer: ChatAnswer) -> dict[str, Any]:
-    return asdict(answer)
-
-
-def stream_tail(draft: str, answer: ChatAnswer) -> str:
-    """What a plain-text stream must add after the draft so the reader ends with the
-    checked answer: the quoted evidence, or a visible correction when the draft was
-    replaced. (The SSE API sends the final answer in its `done` event instead.)"""
-    final = answer.response
-    if answer.replaced:
-        return (
-            "\n\nCorrection: the draft above stated figures that are not in the sources. " + final
-        )
-    cleaned = clean_answer(draft, source_count=len(answer.sources))
-    core = final.split("\n\nFrom the sources:")[0]
-    evidence = final[len(core) :]
-    return (core[len(cleaned) :] if core.startswith(cleaned) else "") + evidence

@@ -6,12 +6,13 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
-import server.db  # noqa: F401  (registers every table on SQLModel.metadata)
+from server.db.tables import is_lexical_index  # registers every table on the metadata
 
 
 def _ours(name: str | None, type_: str, parent_names: object) -> bool:
-    """The FTS5 table and its shadow tables are written by hand, not from the models."""
-    return not (type_ == "table" and name is not None and name.startswith("chunk_fts"))
+    """The lexical index is written by hand, not from the models: SQLite's FTS5 table and
+    its shadow tables, PostgreSQL's chunk.tsv column and its GIN index."""
+    return not is_lexical_index(name, type_)
 
 
 connection = context.config.attributes["connection"]

@@ -1,8 +1,8 @@
-"""Hybrid retrieval: FAISS dense search and SQLite FTS5 bm25, fused by reciprocal rank."""
+"""Hybrid retrieval: FAISS dense search and lexical search (FTS5 bm25 or a PostgreSQL
+tsvector), fused by reciprocal rank."""
 
 from __future__ import annotations
 
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -10,17 +10,8 @@ from sqlalchemy import Engine, text
 
 from server.errors import IndexUnavailable, InvalidInput
 from server.rag.embedder import Embedder
+from server.rag.lexical import lexical_search
 from server.rag.vector_index import VectorIndex
-
-_WORD = re.compile(r"[\w']+", re.UNICODE)
-# Words that carry no topic: left in, they make bm25 favour chatty paragraphs.
-_STOPWORDS = frozenset(
-    (
-        "a an and are as at be by can do does for from how i in is it me my of on or should "
-        "the their there this to was what when where which who why will with you your"
-    ).split()
-)
-
 
 _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lexical")
 
@@ -46,14 +37,6 @@ class Hit:
         }
 
 
-def fts_query(query: str) -> str | None:
-    """Quote each meaningful word so user text can never be read as FTS5 syntax."""
-    words = [w for w in _WORD.findall(query.lower()) if w not in _STOPWORDS]
-    if not words:
-        return None
-    return " OR ".join('"' + w.replace('"', "") + '"' for w in dict.fromkeys(words))
-
-
 class Retriever:
     def __init__(
         self,
@@ -69,24 +52,14 @@ class Retriever:
         self.index = index
         self.candidates = candidates
         self.rrf_k = rrf_k
+        self._lexical = lexical_search(engine)
 
     def dense(self, query: str, k: int) -> list[int]:
         vector = self.embedder.encode([query])[0]
         return [chunk_id for chunk_id, _ in self.index.search(vector, k)]
 
     def lexical(self, query: str, k: int) -> list[int]:
-        match = fts_query(query)
-        if match is None:
-            return []
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                text(
-                    "SELECT rowid FROM chunk_fts WHERE chunk_fts MATCH :q "
-                    "ORDER BY bm25(chunk_fts, 2.0, 1.5, 1.0) LIMIT :k"
-                ),
-                {"q": match, "k": k},
-            )
-            return [int(r[0]) for r in rows]
+        return self._lexical.search(query, k)
 
     def search(self, query: str, k: int = 5) -> list[Hit]:
         query = query.strip()
@@ -101,7 +74,7 @@ class Retriever:
                 code="index_empty",
             )
         pool = max(self.candidates, k)
-        # bm25 in SQLite and the embedder both release the GIL: run them side by side.
+        # The lexical query and the embedder both release the GIL: run them side by side.
         lexical = _POOL.submit(self.lexical, query, pool)
         dense = self.dense(query, pool)
         fused: dict[int, float] = {}

@@ -1,7 +1,10 @@
 """Baseline: the schema of every release before migrations (up to c4bd719).
 
 A database made by such a release has exactly these tables and is stamped at this revision
-rather than run through it. The FTS5 table and its triggers are SQLite's lexical index.
+rather than run through it. The lexical index is per dialect: an FTS5 table kept by
+triggers on SQLite; on PostgreSQL a weighted `chunk.tsv` column that a trigger fills from
+the document title, heading and text, with a GIN index. Both change in the chunk's own
+transaction.
 
 Revision ID: 0001
 Revises:
@@ -27,6 +30,18 @@ FTS = [
     "coalesce(new.heading, ''), new.text); END",
     "CREATE TRIGGER IF NOT EXISTS chunk_fts_delete AFTER DELETE ON chunk BEGIN "
     "DELETE FROM chunk_fts WHERE rowid = old.id; END",
+]
+
+TSVECTOR = [
+    "ALTER TABLE chunk ADD COLUMN tsv tsvector",
+    "CREATE INDEX chunk_tsv_gin ON chunk USING gin (tsv)",
+    "CREATE FUNCTION chunk_tsv_fill() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "NEW.tsv := setweight(to_tsvector('english', coalesce((SELECT title FROM document "
+    "WHERE id = NEW.document_id), '')), 'A') "
+    "|| setweight(to_tsvector('english', coalesce(NEW.heading, '')), 'B') "
+    "|| setweight(to_tsvector('english', NEW.text), 'C'); RETURN NEW; END $$",
+    "CREATE TRIGGER chunk_tsv_insert BEFORE INSERT OR UPDATE OF text, heading ON chunk "
+    "FOR EACH ROW EXECUTE FUNCTION chunk_tsv_fill()",
 ]
 
 
@@ -342,14 +357,19 @@ def upgrade() -> None:
     with op.batch_alter_table("refreshtoken", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_refreshtoken_family_id"), ["family_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_refreshtoken_token_hash"), ["token_hash"], unique=True)
-    for statement in FTS:
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    for statement in FTS if sqlite else TSVECTOR:
         op.execute(statement)
 
 
 def downgrade() -> None:
-    for name in ("chunk_fts_delete", "chunk_fts_insert"):
-        op.execute(f"DROP TRIGGER IF EXISTS {name}")
-    op.execute("DROP TABLE IF EXISTS chunk_fts")
+    if op.get_bind().dialect.name == "sqlite":
+        for name in ("chunk_fts_delete", "chunk_fts_insert"):
+            op.execute(f"DROP TRIGGER IF EXISTS {name}")
+        op.execute("DROP TABLE IF EXISTS chunk_fts")
+    else:
+        op.execute("DROP TRIGGER IF EXISTS chunk_tsv_insert ON chunk")
+        op.execute("DROP FUNCTION IF EXISTS chunk_tsv_fill()")
     with op.batch_alter_table("refreshtoken", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_refreshtoken_token_hash"))
         batch_op.drop_index(batch_op.f("ix_refreshtoken_family_id"))

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from server.components import Components
+from tests.conftest import ROOT
 
 QUESTIONS = [
     json.loads(line)
-    for path in sorted((Path(__file__).parent / "data" / "questions").glob("*.jsonl"))
+    for path in sorted((ROOT / "tests" / "data" / "questions").glob("*.jsonl"))
     for line in path.read_text().splitlines()
     if line.strip()
 ]
@@ -31,7 +31,7 @@ def recall_at(components: Components, rank: str, k: int = 5) -> float:
 
 
 def test_question_set_is_big_enough_and_points_at_real_files() -> None:
-    root = Path(__file__).resolve().parent.parent
+    root = ROOT
     assert len(QUESTIONS) >= 40
     for item in QUESTIONS:
         assert item["expected"], item

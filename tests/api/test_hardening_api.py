@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from server.components import Components
 from server.config import Settings
 from server.main import GuardMiddleware, create_app
-from tests.conftest import MakeSettings, run_cli
+from tests.conftest import MakeSettings, run_cli, settings_for
 from tests.helpers import PASSWORD, bearer, sign_up
 from tests.servers import copy_data, rodeoai_server
 
@@ -92,10 +92,8 @@ def test_no_index_and_failed_backends_spend_no_quota(
         reply = api.post("/api/chat", json=ASK, headers=headers)
         assert reply.status_code == 503, reply.text
         assert status_of(api, headers)["used_today"] == 0
-    dead = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        data_dir=copy_data(shared_data, tmp_path / "kb"),
-        autoload_knowledge=False,
+    dead = settings_for(
+        copy_data(shared_data, tmp_path / "kb"),
         backends="openai",
         openai_base_url="http://127.0.0.1:9/v1",  # nothing listens on the discard port
         free_daily_messages=2,
@@ -122,6 +120,7 @@ def test_zero_free_questions_means_credits_only(make_settings: MakeSettings) -> 
 
 
 # --- row 3: the tokenizer shared by counting and encoding --------------------------------
+@pytest.mark.models_only
 def test_counting_tokens_while_encoding_never_breaks_a_batch(
     shared_components: Components,
 ) -> None:

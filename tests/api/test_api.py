@@ -148,6 +148,7 @@ def test_first_run_loads_the_starter_knowledge(make_settings: MakeSettings) -> N
     assert health["documents"] >= 30 and health["status"] == "ok"
 
 
+@pytest.mark.models_only
 def test_serve_from_another_folder_answers_from_the_starter_knowledge(tmp_path: Path) -> None:
     """Architecture issue, item 7: started anywhere but the checkout, `rodeoai serve` used to
     find no knowledge/ and answer from an empty knowledge base."""

@@ -12,8 +12,13 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
+from server.db import make_engine
+from tests.conftest import settings_for
 from tests.servers import copy_data, rodeoai_server
+
+pytestmark = pytest.mark.models_only  # the PostgreSQL pass leaves these to SQLite
 
 ASK = {"messages": [{"role": "user", "content": "How do I keep my thumb safe when dallying?"}]}
 
@@ -69,7 +74,7 @@ def test_websocket_carries_the_same_events(client: TestClient) -> None:
 @pytest.fixture(scope="module")
 def single_slot_server(
     shared_data: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+) -> Iterator[tuple[str, Path]]:
     data = copy_data(shared_data, tmp_path_factory.mktemp("slot") / "data")
     with rodeoai_server(
         data,
@@ -82,13 +87,13 @@ def single_slot_server(
         # The first question a server answers while generating runs seconds slower (first
         # use of torch beside llama.cpp), long enough for a short draft to finish first.
         assert httpx.post(f"{url}/api/chat", json=ASK, timeout=60).status_code == 200
-        yield url
+        yield url, data
 
 
-def test_disconnecting_mid_stream_frees_the_slot_within_two_seconds(
-    single_slot_server: str,
+def test_disconnecting_mid_stream_stops_generation_and_frees_the_slot(
+    single_slot_server: tuple[str, Path],
 ) -> None:
-    url = single_slot_server
+    url, data = single_slot_server
     long_answer = {
         "messages": [
             {
@@ -105,14 +110,19 @@ def test_disconnecting_mid_stream_frees_the_slot_within_two_seconds(
             busy = http.post(f"{url}/api/chat", json=ASK)  # the only slot is taken ...
             assert busy.status_code == 503, busy.text
             assert busy.json()["error"]["code"] == "busy" and busy.headers["retry-after"]
-        closed = time.monotonic()  # ... until the client goes away
-        while True:
-            backends = http.get(f"{url}/health").json()["models"]["backends"]
-            if backends[0]["busy"] == 0:
-                break
-            assert time.monotonic() - closed < 2.0, "slot still busy 2 s after disconnect"
+        deadline = time.monotonic() + 120  # a cap for a stuck test, not a timing check
+        while http.get(f"{url}/health").json()["models"]["backends"][0]["busy"]:
+            assert time.monotonic() < deadline, "the slot was never freed"
             time.sleep(0.05)
         assert http.post(f"{url}/api/chat", json=ASK).status_code == 200
+    # Freed because generation stopped at the disconnect, not because the draft ran out:
+    engine = make_engine(settings_for(data).engine_url, upgrade=False)
+    with engine.connect() as conn:
+        status, tokens = conn.execute(
+            text("SELECT status, tokens_out FROM answermetric WHERE question = :q"),
+            {"q": long_answer["messages"][0]["content"]},
+        ).one()
+    assert status == "aborted" and tokens < 512, (status, tokens)
 
 
 @pytest.mark.parametrize("queue", ["8", "2"])

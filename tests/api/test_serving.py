@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import KNOWLEDGE
 from tests.servers import rodeoai_server, wait_ready
@@ -13,6 +14,7 @@ from tests.servers import rodeoai_server, wait_ready
 ASK = {"messages": [{"role": "user", "content": "How long is a heading rope?"}]}
 
 
+@pytest.mark.models_only
 def test_the_port_opens_while_the_starter_knowledge_loads(tmp_path: Path) -> None:
     """Architecture issue, item 6: the port used to open only after first-run ingestion."""
     data = tmp_path / "data"

@@ -16,9 +16,9 @@ import httpx
 import pytest
 import stripe
 
+from tests.billing.test_billing import PASSWORD, SECRET, event, sign
 from tests.conftest import run_cli
 from tests.servers import SERVER_PIDS, copy_data, rodeoai_server
-from tests.test_billing import PASSWORD, SECRET, event, sign
 
 CARD = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}
 ASK = {"messages": [{"role": "user", "content": "What is a hazer?"}]}

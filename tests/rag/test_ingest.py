@@ -11,6 +11,7 @@ from sqlalchemy import text
 from server.components import Components
 from server.db import current_generation
 from server.errors import NotFound
+from tests import databases
 from tests.conftest import MakeSettings, run_cli
 
 ROPE_DOC = """---
@@ -38,8 +39,7 @@ def all_chunk_texts(components: Components) -> list[str]:
 
 
 def fts_rows(components: Components) -> int:
-    with components.engine.connect() as conn:
-        return int(conn.execute(text("SELECT count(*) FROM chunk_fts")).scalar_one())
+    return databases.lexical_rows(components.engine)
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ from sqlmodel import select
 
 from server.components import Components
 from server.db import OAuthIdentity, OAuthState, read_session, write_session
+from tests.accounts.test_auth import PASSWORD, bearer, register
 from tests.conftest import MakeSettings
 from tests.servers import free_port
-from tests.test_auth import PASSWORD, bearer, register
 
 
 @pytest.fixture(scope="module")
