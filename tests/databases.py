@@ -88,6 +88,8 @@ def lexical_rows(engine: Any) -> int:
     """Chunks in the lexical index: FTS5 rows on SQLite, filled tsv columns on PostgreSQL."""
     from sqlalchemy import text
 
-    table = "chunk_fts" if engine.dialect.name == "sqlite" else "chunk WHERE tsv IS NOT NULL"
+    from server.db import is_sqlite
+
+    table = "chunk_fts" if is_sqlite(engine) else "chunk WHERE tsv IS NOT NULL"
     with engine.connect() as conn:
         return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())

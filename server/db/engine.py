@@ -33,9 +33,9 @@ WRITE_LOCK = 0x526F6465  # the advisory lock key PostgreSQL writers take ("Rode"
 
 def make_engine(url: str, *, upgrade: bool = True) -> Engine:
     """An engine for `url`, with the schema migrated to the newest revision unless told not."""
-    engine = _sqlite_engine(url) if make_url(url).get_backend_name() == "sqlite" else None
-    if engine is None:
-        # UTC sessions: timestamps are stored without a zone and always mean UTC.
+    if make_url(url).get_backend_name() == "sqlite":
+        engine = _sqlite_engine(url)
+    else:  # UTC sessions: timestamps are stored without a zone and always mean UTC.
         engine = create_engine(
             url,
             pool_pre_ping=True,

@@ -12,6 +12,8 @@ from typing import Protocol
 
 from sqlalchemy import Engine, text
 
+from server.db import is_sqlite
+
 _WORD = re.compile(r"[\w']+", re.UNICODE)
 # Words that carry no topic: left in, they make bm25 favour chatty paragraphs.
 _STOPWORDS = frozenset(
@@ -89,4 +91,4 @@ class TsvectorSearch:
 
 
 def lexical_search(engine: Engine) -> LexicalSearch:
-    return Fts5Search(engine) if engine.dialect.name == "sqlite" else TsvectorSearch(engine)
+    return Fts5Search(engine) if is_sqlite(engine) else TsvectorSearch(engine)
