@@ -35,6 +35,7 @@ run: setup  ## Set up, load the starter knowledge on first run, and serve on ROD
 	$(BIN)/rodeoai serve
 
 test: setup-dev  ## Set up and run the test suite: on SQLite, then on a real PostgreSQL (pgserver)
+	@sh scripts/ensure_chromium.sh
 	$(BIN)/pytest
 	$(BIN)/pytest --database postgresql
 

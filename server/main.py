@@ -32,12 +32,12 @@ from server.api import (
     search,
     users,
 )
-from server.api.docs import install_docs
 from server.components import Components
 from server.config import Settings
 from server.errors import AppError, error_body
 from server.schemas import COMMON_ERRORS
 from server.startup import StartupCancelled
+from server.web import account_pages, pages
 
 log = logging.getLogger("server.http")
 
@@ -45,8 +45,6 @@ STRICT_CSP = (
     "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
     "frame-ancestors 'none'; form-action 'self'; script-src 'self'; style-src 'self'"
 )
-# Swagger UI boots from one inline script; only /docs gets that allowance.
-DOCS_CSP = STRICT_CSP.replace("script-src 'self'", "script-src 'self' 'unsafe-inline'")
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -103,8 +101,7 @@ class GuardMiddleware:
                 response_started = True
                 status = message["status"]
                 extra = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
-                csp = DOCS_CSP if scope["path"] == "/docs" else STRICT_CSP
-                extra.append((b"content-security-policy", csp.encode()))
+                extra.append((b"content-security-policy", STRICT_CSP.encode()))
                 message["headers"] = [
                     *message.get("headers", []),
                     *extra,
@@ -264,7 +261,10 @@ def create_app(settings: Settings | None = None, *, start_in_background: bool = 
         ollama_compat,
     ):
         app.include_router(module.router, responses=COMMON_ERRORS)
-    install_docs(app)
+    # The web pages: no OpenAPI entries, and their static files under /static/web.
+    app.include_router(pages.router)
+    app.include_router(account_pages.router)
+    app.mount("/static/web", pages.static, name="web-static")
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -75,6 +75,15 @@ class SearchHit(BaseModel):
     location: str | None
 
 
+class PassageOut(BaseModel):
+    chunk_id: int
+    source: str
+    title: str
+    heading: str | None
+    location: str | None = Field(description="Heading path, page or timestamp")
+    text: str
+
+
 class HealthOut(BaseModel):
     status: Literal["ok", "degraded", "loading"]
     startup: dict[str, str] = Field(

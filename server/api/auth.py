@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 from fastapi.responses import RedirectResponse
 
 from server.accounts.service import TokenPair
 from server.api.deps import ClientIp, ComponentsDep, CurrentPrincipal, CurrentUser
+from server.http import session
 from server.schemas import (
     AcceptedOut,
     ErrorOut,
@@ -128,12 +130,20 @@ async def oauth_login(provider: str, components: ComponentsDep) -> RedirectRespo
     responses={400: {"model": ErrorOut}, 404: {"model": ErrorOut}},
 )
 async def oauth_callback(
+    request: Request,
     provider: str,
     components: ComponentsDep,
     code: str | None = None,
     state: str | None = None,
     error: str | None = None,
-) -> TokenOut:
-    """The provider sends the browser back here; the answer is our own token pair."""
+) -> Any:
+    """The provider sends the browser back here. A browser (it asks for HTML) gets the web
+    app's session cookies and goes to the chat; any other client gets our token pair."""
     pair = await components.oauth.callback(provider, code=code, state=state, error=error)
-    return _tokens(pair)
+    if "text/html" not in request.headers.get("accept", ""):
+        return _tokens(pair)
+    response = RedirectResponse("/", status_code=303)
+    session.set_session(
+        request, response, pair, refresh_days=components.settings.refresh_token_days
+    )
+    return response

@@ -11,6 +11,7 @@ from server.accounts.security import API_KEY_PREFIX, Forbidden, Unauthorized
 from server.accounts.service import Principal
 from server.components import Components
 from server.db import User
+from server.http import session
 from server.schemas import MAX_ID
 
 _bearer = HTTPBearer(auto_error=False, description="An access token or an API key (rk_...)")
@@ -25,25 +26,31 @@ ComponentsDep = Annotated[Components, Depends(get_components)]
 
 
 def client_ip(request: Request, components: ComponentsDep) -> str:
-    if components.settings.trust_forwarded_for:
-        forwarded = request.headers.get("x-forwarded-for", "")
-        if forwarded:
-            return forwarded.split(",")[0].strip()[:64]
-    return request.client.host if request.client else "unknown"
+    return session.client_address(
+        request, trust_forwarded_for=components.settings.trust_forwarded_for
+    )
 
 
 ClientIp = Annotated[str, Depends(client_ip)]
 
 
 def optional_principal(
+    request: Request,
     components: ComponentsDep,
     ip: ClientIp,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The signed-in user, or a guest; a bad token is an error, never a silent guest."""
-    if credentials is None:
+    """The signed-in user, or a guest; a bad token is an error, never a silent guest.
+    A Bearer header wins; else the web app's session cookie, whose state-changing requests
+    must carry the CSRF header."""
+    if credentials is not None:
+        return components.accounts.authenticate(credentials.credentials)
+    cookie = request.cookies.get(session.SESSION_COOKIE)
+    if cookie is None:
         return Principal(user=None, guest_key=ip)
-    return components.accounts.authenticate(credentials.credentials)
+    if session.needs_csrf(request.method):
+        session.check_csrf(request, request.headers.get(session.CSRF_HEADER))
+    return components.accounts.authenticate(cookie)
 
 
 def current_principal(principal: Annotated[Principal, Depends(optional_principal)]) -> Principal:

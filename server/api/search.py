@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from server.api.deps import ComponentsDep, SearchPrincipal
-from server.schemas import ErrorOut, SearchHit
+from server.api.deps import ComponentsDep, ObjectId, ReaderPrincipal, SearchPrincipal
+from server.schemas import ErrorOut, PassageOut, SearchHit
 
 router = APIRouter(prefix="/api", tags=["knowledge"])
 
@@ -30,3 +30,23 @@ def search(
 ) -> list[SearchHit]:
     """Best chunks for a query: FAISS and bm25 fused by reciprocal rank."""
     return [SearchHit.model_validate(h.as_dict()) for h in components.retriever.search(q, k)]
+
+
+@router.get(
+    "/passages/{chunk_id}",
+    response_model=PassageOut,
+    responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}},
+)
+def read_passage(
+    chunk_id: ObjectId, components: ComponentsDep, _reader: ReaderPrincipal
+) -> PassageOut:
+    """The full text of a cited passage: the `chunk_id` of a source in an answer."""
+    hit = components.retriever.passage(chunk_id)
+    return PassageOut(
+        chunk_id=hit.chunk_id,
+        source=hit.source,
+        title=hit.title,
+        heading=hit.heading,
+        location=hit.location,
+        text=hit.text,
+    )

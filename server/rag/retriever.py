@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
 
-from server.errors import IndexUnavailable, InvalidInput
+from server.errors import IndexUnavailable, InvalidInput, NotFound
 from server.rag.embedder import Embedder
 from server.rag.lexical import lexical_search
 from server.rag.vector_index import VectorIndex
@@ -83,6 +83,13 @@ class Retriever:
                 fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (self.rrf_k + rank + 1)
         best = sorted(fused.items(), key=lambda item: item[1], reverse=True)[:k]
         return self._hydrate(best)
+
+    def passage(self, chunk_id: int) -> Hit:
+        """One chunk with its document's title and source, for a citation a reader opens."""
+        found = self._hydrate([(chunk_id, 1.0)])
+        if not found:
+            raise NotFound("no such passage; the document may have been removed")
+        return found[0]
 
     def _hydrate(self, ranked: list[tuple[int, float]]) -> list[Hit]:
         if not ranked:

@@ -402,7 +402,9 @@ OWNERSHIP_MATRIX: dict[tuple[str, str], tuple[str, dict[str, Any] | None]] = {
     ("PATCH", "/api/conversations/{conversation_id}"): ("conversation", {"title": "mine now"}),
     ("DELETE", "/api/conversations/{conversation_id}"): ("conversation", None),
 }
-NOT_OBJECT_IDS = {"provider"}  # /api/auth/oauth/{provider}/... names a provider, not a record
+# /api/auth/oauth/{provider}/... names a provider, not a record; a passage is shared knowledge
+# that every reader may open (the reader rule is tested in tests/web and tests/rag).
+NOT_OBJECT_IDS = {"provider", "chunk_id"}
 
 
 def test_ownership_matrix_covers_every_route_with_an_object_id(
