@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from server.config import Settings
 
-pytestmark = pytest.mark.models_only  # the PostgreSQL pass leaves these to SQLite
+pytestmark = pytest.mark.one_pass  # the PostgreSQL pass leaves these to SQLite
 
 ROOT = Path(__file__).resolve().parent.parent
 

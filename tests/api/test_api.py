@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from server.main import create_app
 from tests.conftest import MakeSettings
-from tests.servers import rodeoai_server
 
 QUESTION = "What rope length should a beginner header use?"
 
@@ -143,31 +140,3 @@ def test_empty_knowledge_base_is_a_clear_503(make_settings: MakeSettings) -> Non
         assert "rodeoai ingest" in error["message"]
         assert_error(empty.get("/api/search", params={"q": "rope"}), 503, "index_empty")
         assert empty.get("/health").json()["status"] == "degraded"
-
-
-def test_first_run_loads_the_starter_knowledge(make_settings: MakeSettings) -> None:
-    with TestClient(create_app(make_settings(autoload_knowledge=True))) as fresh:
-        health = fresh.get("/health").json()
-    assert health["documents"] >= 30 and health["status"] == "ok"
-
-
-@pytest.mark.models_only
-def test_serve_from_another_folder_answers_from_the_starter_knowledge(tmp_path: Path) -> None:
-    """Architecture issue, item 7: started anywhere but the checkout, `rodeoai serve` used to
-    find no knowledge/ and answer from an empty knowledge base."""
-    elsewhere = tmp_path / "elsewhere"
-    (elsewhere / "data").mkdir(parents=True)
-    with rodeoai_server(
-        elsewhere / "data", cwd=elsewhere, autoload_knowledge="true", backends="extractive"
-    ) as url:
-        health = httpx.get(f"{url}/health", timeout=30).json()
-        answer = httpx.post(
-            f"{url}/api/chat",
-            json={"messages": [{"role": "user", "content": "How long is a heading rope?"}]},
-            timeout=60,
-        ).json()
-    assert health["documents"] >= 30 and health["status"] == "ok"
-    assert answer["sources"] and all(
-        s["source"].startswith("knowledge/") for s in answer["sources"]
-    )
-    assert "[1]" in answer["response"]

@@ -20,7 +20,7 @@ from server.llm.chain import FailoverChain
 from server.llm.ollama_backend import OllamaBackend
 from tests.servers import copy_data, free_port, rodeoai_server
 
-pytestmark = pytest.mark.models_only  # the PostgreSQL pass leaves these to SQLite
+pytestmark = pytest.mark.one_pass  # the PostgreSQL pass leaves these to SQLite
 
 QUESTION = "How long must a goat tie hold?"
 CITATION = re.compile(r"\[\d\]")

@@ -120,7 +120,7 @@ def test_zero_free_questions_means_credits_only(make_settings: MakeSettings) -> 
 
 
 # --- row 3: the tokenizer shared by counting and encoding --------------------------------
-@pytest.mark.models_only
+@pytest.mark.one_pass
 def test_counting_tokens_while_encoding_never_breaks_a_batch(
     shared_components: Components,
 ) -> None:

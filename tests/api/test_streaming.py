@@ -18,7 +18,7 @@ from server.db import make_engine
 from tests.conftest import settings_for
 from tests.servers import copy_data, rodeoai_server
 
-pytestmark = pytest.mark.models_only  # the PostgreSQL pass leaves these to SQLite
+pytestmark = pytest.mark.one_pass  # the PostgreSQL pass leaves these to SQLite
 
 ASK = {"messages": [{"role": "user", "content": "How do I keep my thumb safe when dallying?"}]}
 

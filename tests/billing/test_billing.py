@@ -386,7 +386,7 @@ def test_refund_made_in_stripe_takes_back_credits_via_charge_refunded(
         assert credits_of(api, me) == 80  # a fifth of the price, a fifth of the credits
 
 
-def test_free_plans_and_guests_get_local_models_only(
+def test_free_plans_and_guests_get_local_one_pass(
     make_settings: MakeSettings, kb_settings: Settings
 ) -> None:
     import asyncio

@@ -14,7 +14,7 @@ from server.components import Components
 from server.llm.cleanup import clean_answer, dedupe_sentences, is_substantive, trim_runaway
 from tests.conftest import run_cli, settings_for
 
-pytestmark = pytest.mark.models_only  # the PostgreSQL pass leaves these to SQLite
+pytestmark = pytest.mark.one_pass  # the PostgreSQL pass leaves these to SQLite
 
 FACTS = [
     (1, "Beginner headers commonly use 30-31 foot ropes."),

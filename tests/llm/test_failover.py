@@ -20,7 +20,7 @@ from server.llm.openai_backend import OpenAIBackend
 from server.main import create_app
 from tests.servers import free_port, llama_cpp_server
 
-pytestmark = pytest.mark.models_only  # the PostgreSQL pass leaves these to SQLite
+pytestmark = pytest.mark.one_pass  # the PostgreSQL pass leaves these to SQLite
 
 QUESTION = "What is the penalty for a knocked barrel?"
 

@@ -11,7 +11,7 @@ from fpdf import FPDF
 from server.errors import IngestError
 from server.rag.loaders import clean_text, load_file
 
-pytestmark = pytest.mark.models_only  # the PostgreSQL pass leaves these to SQLite
+pytestmark = pytest.mark.one_pass  # the PostgreSQL pass leaves these to SQLite
 
 
 def load(path: Path, content: str | bytes):

@@ -1,6 +1,9 @@
 """Browser tests: Debian's Chromium, driven headless by PyPI's playwright, against a real
 uvicorn server on a private copy of the ingested starter knowledge.
 
+They run in the SQLite pass only (`one_pass`): the pages call the same services whose
+database work the API tests check on both engines.
+
 Every page a test opens is watched: a console error, an uncaught script error, or a request
 to any host but the box fails the test. Each test leaves screenshots in build/screenshots."""
 

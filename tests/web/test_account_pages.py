@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.helpers import PASSWORD
 from tests.web.conftest import DESKTOP, PHONE, Browse, serious_violations
 from tests.web.test_chat_page import ask
+
+pytestmark = pytest.mark.one_pass  # see tests/web/conftest.py
 
 
 def sign_up(page: Any, email: str) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from tests.web.conftest import DESKTOP, PHONE, Browse, serious_violations
 
+pytestmark = pytest.mark.one_pass  # see tests/web/conftest.py
 QUESTION = "How long is a heading rope?"
 # Records, while the answer streams, how much draft text the page has shown.
 WATCH_DRAFT = """() => {
