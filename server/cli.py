@@ -154,23 +154,7 @@ def sources(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON")] = False,
 ) -> None:
     """List ingested documents."""
-    from sqlmodel import select
-
-    from server.db import Document, read_session
-
-    components = _components(quiet=True)
-    with read_session(components.engine) as session:
-        docs = session.exec(select(Document).order_by(Document.source)).all()
-    rows = [
-        {
-            "source": d.source,
-            "title": d.title,
-            "kind": d.kind,
-            "chunks": d.chunk_count,
-            "updated_at": d.updated_at.isoformat(),
-        }
-        for d in docs
-    ]
+    rows = _components(quiet=True).ingestor.documents()
     if as_json:
         print(json.dumps(rows, indent=2))
         return

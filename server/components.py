@@ -85,6 +85,7 @@ class Components:
             chunk_tokens=self.settings.chunk_tokens,
             chunk_overlap=self.settings.chunk_overlap,
             max_file_bytes=self.settings.max_file_bytes,
+            uploads_dir=Path(self.settings.data_dir) / "uploads",
         )
 
     @cached_property

@@ -27,6 +27,7 @@ from server.api import (
     chat,
     conversations,
     health,
+    knowledge,
     ollama_compat,
     openai_compat,
     search,
@@ -70,15 +71,17 @@ def _too_large(limit: int) -> StarletteHTTPException:
 class GuardMiddleware:
     """Request id, body-size cap, security headers and an access log line, in one pass."""
 
-    def __init__(self, app: ASGIApp, *, max_body: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body: int, max_upload: int) -> None:
         self.app = app
         self.max_body = max_body
+        self.max_upload = max(max_upload, max_body)  # for the one upload route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
+        limit = self.max_upload if scope["path"] == knowledge.UPLOAD_PATH else self.max_body
         rid = request_id_from(headers)
         token = logs.request_id.set(rid)
         started = time.monotonic()
@@ -91,8 +94,8 @@ class GuardMiddleware:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_body:
-                raise _too_large(self.max_body)
+            if received > limit:
+                raise _too_large(limit)
             return message
 
         async def send_with_headers(message: Message) -> None:
@@ -110,14 +113,14 @@ class GuardMiddleware:
             await send(message)
 
         try:
-            if declared.isdigit() and int(declared) > self.max_body:
+            if declared.isdigit() and int(declared) > limit:
                 await _reply(
                     scope,
                     receive,
                     send_with_headers,
                     413,
                     "payload_too_large",
-                    f"request body exceeds {self.max_body} bytes",
+                    f"request body exceeds {limit} bytes",
                 )
             else:
                 await self.app(scope, guarded_receive, send_with_headers)
@@ -256,6 +259,7 @@ def create_app(settings: Settings | None = None, *, start_in_background: bool = 
         auth,
         users,
         admin,
+        knowledge,
         billing,
         openai_compat,
         ollama_compat,
@@ -273,7 +277,12 @@ def create_app(settings: Settings | None = None, *, start_in_background: bool = 
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    app.add_middleware(GuardMiddleware, max_body=settings.max_body_bytes)
+    # A multipart upload carries a few hundred bytes of framing around the file.
+    app.add_middleware(
+        GuardMiddleware,
+        max_body=settings.max_body_bytes,
+        max_upload=settings.max_file_bytes + 64 * 1024,
+    )
     return app
 
 

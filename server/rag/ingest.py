@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import stat
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -78,24 +79,63 @@ class Ingestor:
         chunk_tokens: int,
         chunk_overlap: int,
         max_file_bytes: int,
+        uploads_dir: Path | None = None,
     ) -> None:
         self.engine = engine
         self.embedder = embedder
         self.index = index
         self.knowledge_dir = knowledge_dir.resolve()
+        self.uploads_dir = uploads_dir.resolve() if uploads_dir else None
         self.chunk_tokens = chunk_tokens
         self.chunk_overlap = chunk_overlap
         self.max_file_bytes = max_file_bytes
 
     # --- naming -------------------------------------------------------------------------
     def source_name(self, path: Path) -> str:
-        """Files under the knowledge folder are named `knowledge/...` wherever the app runs;
-        anything else by its absolute path."""
+        """Files under the knowledge folder are named `knowledge/...` wherever the app runs,
+        uploaded files `uploads/...`; anything else by its absolute path."""
         resolved = path.resolve()
         if resolved.is_relative_to(self.knowledge_dir):
             rel = resolved.relative_to(self.knowledge_dir).as_posix()
             return f"{self.knowledge_dir.name}/{rel}"
+        if self.uploads_dir and resolved.is_relative_to(self.uploads_dir):
+            return f"uploads/{resolved.relative_to(self.uploads_dir).as_posix()}"
         return resolved.as_posix()
+
+    def save_upload(self, filename: str, data: bytes) -> Path:
+        """Keep an uploaded file under the uploads folder, by a safe version of its name;
+        a file of the same name is replaced, so uploading it again updates the document."""
+        if self.uploads_dir is None:
+            raise IngestError("uploads are not configured", code="uploads_off")
+        name = _safe_filename(filename)
+        if Path(name).suffix.lower() not in SUPPORTED_SUFFIXES:
+            kinds = ", ".join(sorted(SUPPORTED_SUFFIXES))
+            raise IngestError(f"{name}: not a supported file type ({kinds})", code="unsupported")
+        if len(data) > self.max_file_bytes:
+            raise IngestError(
+                f"{name} is larger than {self.max_file_bytes} bytes", code="file_too_large"
+            )
+        self.uploads_dir.mkdir(parents=True, exist_ok=True)
+        target = self.uploads_dir / name
+        partial = target.with_name(f".{name}.part")
+        partial.write_bytes(data)
+        partial.replace(target)  # never a half-written file under the real name
+        return target
+
+    def documents(self) -> list[dict[str, object]]:
+        """Every ingested document, by source."""
+        with read_session(self.engine) as session:
+            docs = session.exec(select(Document).order_by(Document.source)).all()
+        return [
+            {
+                "source": d.source,
+                "title": d.title,
+                "kind": d.kind,
+                "chunks": d.chunk_count,
+                "updated_at": d.updated_at.isoformat(),
+            }
+            for d in docs
+        ]
 
     @staticmethod
     def discover(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:
@@ -381,6 +421,14 @@ class Ingestor:
                 )
             ).all()
         return set(rows)
+
+
+def _safe_filename(filename: str) -> str:
+    """The last part of a client's file name, in letters, digits, dot, dash and underscore."""
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(filename.replace("\\", "/")).name).strip(".-")
+    if not base:
+        raise IngestError("the file has no usable name", code="bad_filename")
+    return base[:120]
 
 
 def _opt_str(value: object) -> str | None:

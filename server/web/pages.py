@@ -109,3 +109,24 @@ def manifest() -> FileResponse:
 @router.get("/favicon.ico")
 def favicon() -> FileResponse:
     return FileResponse(HERE / "static" / "icon-192.png", media_type="image/png")
+
+
+@router.get("/admin")
+def admin_page(page: PageDep) -> Response:
+    """Users and knowledge, for administrators."""
+    if page.user is None:
+        return page.redirect("/sign-in?next=/admin")
+    if page.user.role != "admin":
+        return page.render(
+            "message.html",
+            403,
+            title="Administrators only",
+            text="Ask an administrator of this box for access.",
+        )
+    components = page.components
+    return page.render(
+        "admin.html",
+        documents=components.ingestor.documents(),
+        users=components.accounts.list_users(limit=200),
+        max_mb=round(components.settings.max_file_bytes / 1_000_000, 1),
+    )

@@ -7,7 +7,8 @@ window.RodeoAI = (() => {
   // has expired, renew it once with the refresh cookie and try again.
   async function api(path, options = {}, renewed = false) {
     const headers = { "X-CSRF-Token": csrf, ...(options.headers || {}) };
-    if (options.body && !headers["Content-Type"]) headers["Content-Type"] = "application/json";
+    // JSON bodies are strings; a FormData body sets its own multipart type.
+    if (typeof options.body === "string" && !headers["Content-Type"]) headers["Content-Type"] = "application/json";
     const response = await fetch(path, { credentials: "same-origin", ...options, headers });
     if (response.status === 401 && !renewed) {
       const body = await response.clone().json().catch(() => ({}));
