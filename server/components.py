@@ -24,6 +24,8 @@ from server.chat.pipeline import ChatService
 from server.config import Settings
 from server.db import make_engine
 from server.errors import AppError
+from server.learning.feedback import FeedbackService
+from server.learning.review import ReviewService
 from server.llm.base import Backend
 from server.llm.chain import FailoverChain
 from server.llm.extractive import ExtractiveBackend
@@ -185,6 +187,14 @@ class Components:
     @cached_property
     def conversations(self) -> ConversationStore:
         return ConversationStore(self.engine)
+
+    @cached_property
+    def feedback(self) -> FeedbackService:
+        return FeedbackService(self.engine)
+
+    @cached_property
+    def review(self) -> ReviewService:
+        return ReviewService(self.engine)
 
     def chunk_total(self) -> int:
         from server.db import counts

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -63,6 +63,11 @@ class ChatResponse(BaseModel):
     tokens_out: int = 0
     answer_id: int | None = Field(
         default=None, description="This answer's record: rate or review it by this id."
+    )
+    feedback_token: str | None = Field(
+        default=None,
+        description="Guests only: send it with feedback on this answer "
+        "(POST /api/answers/{answer_id}/feedback).",
     )
 
 
@@ -291,3 +296,40 @@ class RefundIn(StrictModel):
     amount_cents: int | None = Field(
         default=None, ge=1, le=100_000_000, description="Empty: the rest"
     )
+
+
+# --- learning loop ---------------------------------------------------------------------------
+class FeedbackIn(StrictModel):
+    rating: Literal["up", "down"]
+    comment: str | None = Field(default=None, max_length=2000)
+    tags: list[Annotated[str, Field(min_length=1, max_length=40)]] = Field(
+        default_factory=list, max_length=10
+    )
+    feedback_token: str | None = Field(
+        default=None, max_length=200, description="A guest's token from the answer"
+    )
+
+
+class FeedbackOut(BaseModel):
+    answer_id: int
+    rating: str
+    comment: str | None
+    tags: list[str]
+
+
+class ReviewIn(StrictModel):
+    rating: int = Field(ge=1, le=5)
+    corrected_answer: str | None = Field(default=None, max_length=20_000)
+    knowledge_gap: str | None = Field(default=None, max_length=2000)
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class ReviewOut(BaseModel):
+    id: int
+    answer_id: int
+    reviewer_id: int
+    rating: int
+    corrected_answer: str | None
+    knowledge_gap: str | None
+    note: str | None
+    created_at: datetime

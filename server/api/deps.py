@@ -70,6 +70,12 @@ def admin_user(user: Annotated[User, Depends(current_user)]) -> User:
     return user
 
 
+def reviewer_user(user: Annotated[User, Depends(current_user)]) -> User:
+    if user.role not in {"expert", "admin"}:
+        raise Forbidden("experts and administrators only")
+    return user
+
+
 def chat_principal(
     principal: Annotated[Principal, Depends(optional_principal)], components: ComponentsDep
 ) -> Principal:
@@ -145,6 +151,7 @@ OptionalPrincipal = Annotated[Principal, Depends(optional_principal)]
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 CurrentUser = Annotated[User, Depends(current_user)]
 AdminUser = Annotated[User, Depends(admin_user)]
+ReviewerUser = Annotated[User, Depends(reviewer_user)]
 ChatPrincipal = Annotated[Principal, Depends(chat_principal)]
 ReaderPrincipal = Annotated[Principal, Depends(reader_principal)]
 CompatChat = Annotated[Principal, Depends(compat_chat)]

@@ -30,6 +30,7 @@ class ChatAnswer:
     conversation_id: int | None = None
     replaced: bool = False  # the streamed draft was swapped for the quoted sources
     answer_id: int | None = None  # the answer's record, for feedback and review
+    feedback_token: str | None = None  # a guest's key to rate this answer (only guests)
 
     def metrics(self) -> dict[str, Any]:
         return {

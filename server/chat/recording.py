@@ -9,6 +9,7 @@ import logging
 
 from sqlalchemy import Engine
 
+from server.accounts.security import new_secret, token_hash
 from server.chat.answers import ChatAnswer, ChatRun, answer_of
 from server.chat.conversations import ConversationStore, title_from
 from server.db import AnswerMetric, write_session
@@ -44,6 +45,9 @@ class AnswerRecorder:
                     },
                 )
             record = metric(run, answer, "done")
+            if run.user_id is None:  # a guest rates this answer with a token only they hold
+                answer.feedback_token = new_secret("fb_")
+                record.feedback_token_hash = token_hash(answer.feedback_token)
             session.add(record)
             session.flush()
             answer.answer_id = record.id
@@ -73,7 +77,8 @@ def metric(run: ChatRun, answer: ChatAnswer, status: str) -> AnswerMetric:
         question=run.question,
         response=answer.response,
         chunks_used=answer.chunks_used,
-        sources_json=json.dumps([s["source"] for s in answer.sources]),
+        # Whole sources, scores included: review orders answers by how well retrieval did.
+        sources_json=json.dumps(answer.sources),
         model=answer.model,
         backend=answer.backend,
         skipped_json=json.dumps(answer.skipped_backends),

@@ -202,6 +202,41 @@ class AnswerMetric(SQLModel, table=True):
         sa_column_kwargs={"server_default": "done"},
         description="done; aborted (the client left mid-stream) or failed (the backend did)",
     )
+    feedback_token_hash: str | None = Field(
+        default=None, description="sha256 of the token a guest rates this answer with"
+    )
+
+
+class Feedback(SQLModel, table=True):
+    """The asker's rating of an answer; rating again replaces it (one row per answer)."""
+
+    __tablename__ = "feedback"
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
+    answer_id: int = Field(
+        foreign_key="answermetric.id", unique=True, ondelete="CASCADE", sa_type=ID
+    )
+    rating: str = Field(description="up or down")
+    comment: str | None = None
+    tags_json: str = "[]"
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Review(SQLModel, table=True):
+    """An expert's verdict on an answer: a 1-5 rating, and optionally a corrected answer,
+    the knowledge the base lacked, and a note."""
+
+    __tablename__ = "review"
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
+    answer_id: int = Field(
+        foreign_key="answermetric.id", index=True, ondelete="CASCADE", sa_type=ID
+    )
+    reviewer_id: int = Field(foreign_key="account.id", index=True, sa_type=ID)
+    rating: int
+    corrected_answer: str | None = None
+    knowledge_gap: str | None = None
+    note: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class BillingCustomer(SQLModel, table=True):

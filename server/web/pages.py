@@ -130,3 +130,21 @@ def admin_page(page: PageDep) -> Response:
         users=components.accounts.list_users(limit=200),
         max_mb=round(components.settings.max_file_bytes / 1_000_000, 1),
     )
+
+
+@router.get("/review")
+def review_page(page: PageDep) -> Response:
+    """The expert review queue, most needed first, with the corrected-answer editor."""
+    if page.user is None:
+        return page.redirect("/sign-in?next=/review")
+    if page.user.role not in {"expert", "admin"}:
+        return page.render(
+            "message.html",
+            403,
+            title="Experts only",
+            text="Ask an administrator to give your account the expert role.",
+        )
+    items = page.components.review.queue(limit=50)
+    for item in items:
+        item["html"] = answer_html(item["response"], citations=0)  # [n] stays plain text here
+    return page.render("review.html", items=items)

@@ -168,5 +168,7 @@ def test_every_answer_records_metrics(api: TestClient) -> None:
     assert first.conversation_id == answer["conversation_id"] and first.user_id
     assert first.tokens_in > 0 and first.tokens_out > 0 and first.chunks_used > 0
     assert first.time_to_first_token_ms is not None and first.latency_ms >= 0
-    assert json.loads(first.sources_json)[0].startswith("knowledge/")
+    recorded = json.loads(first.sources_json)
+    assert recorded == answer["sources"]  # with their retrieval scores, for review
+    assert recorded[0]["source"].startswith("knowledge/") and recorded[0]["score"] > 0
     assert rows[1].user_id is None  # a guest

@@ -80,6 +80,44 @@
     if (answer.answer_id) node.dataset.answerId = answer.answer_id;
     if (answer.sources.length) node.append(sourceList(answer.sources));
     node.append(metaLine(answer));
+    if (answer.answer_id) node.append(feedbackBar(answer));
+  }
+
+  // --- feedback ------------------------------------------------------------------------
+  function feedbackBar(answer) {
+    // Words, not emoji: a box's tablet may have no emoji font.
+    const up = el("button", { type: "button", className: "small", "aria-pressed": "false", text: "Helpful" });
+    const down = el("button", { type: "button", className: "small", "aria-pressed": "false", text: "Not helpful" });
+    const note = el("span", { className: "muted small", role: "status" });
+    const bar = el("div", { className: "feedback" }, up, down, note);
+    const send = async (rating, comment) => {
+      const body = { rating };
+      if (comment) body.comment = comment;
+      if (answer.feedback_token) body.feedback_token = answer.feedback_token;
+      const response = await api(`/api/answers/${answer.answer_id}/feedback`, { method: "POST", body: JSON.stringify(body) });
+      if (!response.ok) { note.textContent = (await errorOf(response)).message; return false; }
+      up.setAttribute("aria-pressed", String(rating === "up"));
+      down.setAttribute("aria-pressed", String(rating === "down"));
+      note.textContent = "Thanks for the feedback.";
+      return true;
+    };
+    up.addEventListener("click", () => { bar.querySelector("form")?.remove(); send("up"); });
+    down.addEventListener("click", async () => {
+      if (bar.querySelector("form")) return;
+      if (!(await send("down"))) return;
+      const id = "why-" + answer.answer_id;
+      const box = el("textarea", { id, rows: "2", maxlength: "2000" });
+      const form = el("form", { className: "stack" },
+        el("label", { for: id, text: "What was wrong? (optional)" }), box,
+        el("button", { type: "submit", text: "Send comment" }));
+      form.addEventListener("submit", async (event) => {
+        event.preventDefault();
+        if (await send("down", box.value.trim())) form.replaceWith(el("span", { className: "muted small", text: "Comment sent; an expert will look at it." }));
+      });
+      bar.append(form);
+      box.focus();
+    });
+    return bar;
   }
 
   // --- asking ------------------------------------------------------------------------
