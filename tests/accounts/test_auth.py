@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ from sqlmodel import select
 
 from server.components import Components
 from server.config import Settings
-from server.db import User, read_session
+from server.db import AnswerMetric, User, read_session, write_session
 from server.main import create_app
 from tests import databases
 from tests.conftest import ROOT, MakeSettings
@@ -401,7 +402,11 @@ OWNERSHIP_MATRIX: dict[tuple[str, str], tuple[str, dict[str, Any] | None]] = {
     ("GET", "/api/conversations/{conversation_id}"): ("conversation", None),
     ("PATCH", "/api/conversations/{conversation_id}"): ("conversation", {"title": "mine now"}),
     ("DELETE", "/api/conversations/{conversation_id}"): ("conversation", None),
+    ("POST", "/api/answers/{answer_id}/feedback"): ("answer", {"rating": "down"}),
+    ("POST", "/api/review/{answer_id}"): ("answer", {"rating": 1}),
 }
+# Guests may rate (with an answer's token), so without one an answer is simply not found.
+ANONYMOUS = {("POST", "/api/answers/{answer_id}/feedback"): 404}
 # /api/auth/oauth/{provider}/... names a provider, not a record; a passage is shared knowledge
 # that every reader may open (the reader rule is tested in tests/web and tests/rag).
 NOT_OBJECT_IDS = {"provider", "chunk_id"}
@@ -429,16 +434,34 @@ def test_ownership_matrix_covers_every_route_with_an_object_id(
     owner_id = api.get("/api/users/me", headers=bearer(owner["access_token"])).json()["id"]
     store = api.app.state.components.conversations  # type: ignore[attr-defined]
     conversation = store.create(owner_id, "owner's chat")
+    with write_session(store.engine) as session:
+        record = AnswerMetric(
+            question="mine",
+            response="mine",
+            chunks_used=0,
+            model="m",
+            backend="b",
+            skill_level="beginner",
+            latency_ms=1,
+            user_id=owner_id,
+        )
+        session.add(record)
+        session.flush()
+        answer = record.id
     ids = {"api_key": key["id"], "user": owner_id, "conversation": conversation.id}
+    ids["answer"] = answer
     for (method, path), (kind, body) in OWNERSHIP_MATRIX.items():
-        url = path.split("{")[0] + str(ids[kind])
+        url = re.sub(r"\{[a-z_]+\}", str(ids[kind]), path)
         kwargs: dict[str, Any] = {"json": body} if body else {}
         as_intruder = api.request(method, url, headers=bearer(intruder["access_token"]), **kwargs)
         assert as_intruder.status_code in {403, 404}, (method, path, as_intruder.text)
         anonymous = api.request(method, url, **kwargs)
-        assert anonymous.status_code == 401
+        assert anonymous.status_code == ANONYMOUS.get((method, path), 401), anonymous.text
     # the owner's objects survived every attempt
     assert me(api, key["key"]) == 200
+    reviews = api.app.state.components.review.queue(limit=200)  # type: ignore[attr-defined]
+    assert answer in {i["answer_id"] for i in reviews}  # nobody reviewed or rated it
+    assert next(i for i in reviews if i["answer_id"] == answer)["feedback"] is None
     mine = api.get(f"/api/conversations/{conversation.id}", headers=bearer(owner["access_token"]))
     assert mine.status_code == 200 and mine.json()["title"] == "owner's chat"
     missing = api.delete("/api/users/me/api-keys/999999", headers=bearer(owner["access_token"]))
