@@ -72,10 +72,10 @@ def _too_large(limit: int) -> StarletteHTTPException:
 class GuardMiddleware:
     """Request id, body-size cap, security headers and an access log line, in one pass."""
 
-    def __init__(self, app: ASGIApp, *, max_body: int, max_upload: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body: int, max_upload: int | None = None) -> None:
         self.app = app
         self.max_body = max_body
-        self.max_upload = max(max_upload, max_body)  # for the one upload route
+        self.max_upload = max(max_upload or 0, max_body)  # for the one upload route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

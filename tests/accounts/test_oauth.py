@@ -148,3 +148,19 @@ def test_provider_errors_and_unknown_providers_are_clear(app: TestClient) -> Non
     denied = app.get("/api/auth/oauth/mock/callback", params={"error": "access_denied"})
     assert denied.status_code == 400 and denied.json()["error"]["code"] == "oauth_denied"
     assert app.get("/api/auth/oauth/nope/login", follow_redirects=False).status_code == 404
+
+
+def test_a_browser_coming_back_from_the_provider_is_signed_in_to_the_web_app(
+    app: TestClient,
+) -> None:
+    """The web app's sign-in page links to the provider; back at the callback a browser
+    (it asks for HTML) gets the session cookies and lands on the chat, not on JSON."""
+    callback = approve(start_login(app), "erin@example.com")
+    back = app.get(callback, headers={"Accept": "text/html"}, follow_redirects=False)
+    assert back.status_code == 303 and back.headers["location"] == "/"
+    set_cookies = back.headers.get_list("set-cookie")
+    session = next(c for c in set_cookies if c.startswith("rodeoai_session="))
+    assert "httponly" in session.lower() and "samesite=lax" in session.lower()
+    assert any(c.startswith("rodeoai_refresh=") for c in set_cookies)
+    assert "access_token" not in back.text
+    assert app.get("/api/users/me").json()["email"] == "erin@example.com"  # by the cookie

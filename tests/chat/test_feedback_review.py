@@ -6,26 +6,29 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
-from server.config import Settings
 from server.db import AnswerMetric, Feedback, Review, utcnow, write_session
 from server.main import create_app
 from tests.conftest import settings_for
 from tests.helpers import sign_up
+from tests.servers import copy_data
 
 ASK = {"messages": [{"role": "user", "content": "What is a dally?"}]}
 
 
-@pytest.fixture
-def api(kb_settings: Settings) -> Iterator[TestClient]:
+@pytest.fixture(scope="module")
+def api(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """One app for the file (each test uses its own accounts); starting one per test cost
+    more than the tests themselves."""
+    data = copy_data(shared_data, tmp_path_factory.mktemp("learning") / "data")
     with TestClient(
-        create_app(settings_for(kb_settings.data_dir, backends="extractive")),
-        raise_server_exceptions=False,
+        create_app(settings_for(data, backends="extractive")), raise_server_exceptions=False
     ) as client:
         yield client
 
@@ -122,11 +125,15 @@ def test_the_queue_puts_thumbs_down_first_then_weak_retrieval_then_age(api: Test
         judge = components(api).accounts.find_by_email("judge@example.com")
         session.add(Review(answer_id=reviewed, reviewer_id=judge.id, rating=5))
 
-    queue = api.get("/api/review/queue", headers=reviewer).json()["items"]
+    queue = api.get("/api/review/queue", params={"limit": 200}, headers=reviewer).json()["items"]
     seeded = {strong_old, strong_new, weak, disliked, liked}
     order = [i["answer_id"] for i in queue if i["answer_id"] in seeded | {reviewed}]
     assert order == [disliked, liked, weak, strong_old, strong_new]
-    assert queue[0]["feedback"] == {"rating": "down", "comment": "wrong", "tags": []}
+    first = next(i for i in queue if i["answer_id"] == disliked)
+    assert first["feedback"] == {"rating": "down", "comment": "wrong", "tags": []}
+    # answers other tests rated down come first too; none rated up or unrated comes before
+    ahead = queue[: queue.index(first)]
+    assert all(i["feedback"] and i["feedback"]["rating"] == "down" for i in ahead)
     assert "aborted" not in {i["question"] for i in queue}
 
 
@@ -143,11 +150,11 @@ def test_experts_review_answers_which_then_leave_the_queue(api: TestClient) -> N
     saved = api.post(url, json=body, headers=reviewer)
     assert saved.status_code == 200, saved.text
     assert saved.json()["corrected_answer"] == body["corrected_answer"]
-    queue = api.get("/api/review/queue", headers=reviewer).json()["items"]
+    queue = api.get("/api/review/queue", params={"limit": 200}, headers=reviewer).json()["items"]
     assert answer["answer_id"] not in {i["answer_id"] for i in queue}
     assert api.post("/api/review/999999", json=body, headers=reviewer).status_code == 404
 
     admin = expert(api, "head@example.com", role="admin")
     assert api.get("/api/admin/review-activity", headers=reviewer).status_code == 403
     activity = api.get("/api/admin/review-activity", headers=admin).json()
-    assert [(a["reviewer"], a["reviews"]) for a in activity] == [("vet@example.com", 1)]
+    assert ("vet@example.com", 1) in [(a["reviewer"], a["reviews"]) for a in activity]

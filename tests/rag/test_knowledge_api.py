@@ -5,20 +5,29 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from server.config import Settings
 from server.main import create_app
+from tests.conftest import settings_for
 from tests.helpers import PASSWORD, sign_up
+from tests.servers import copy_data
 
 DOC = b"# Dry Creek Jackpot\n\nThe Dry Creek jackpot pays four holes and starts at noon sharp.\n"
 
 
-@pytest.fixture
-def api(kb_settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(kb_settings), raise_server_exceptions=False) as client:
+@pytest.fixture(scope="module")
+def settings(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return settings_for(copy_data(shared_data, tmp_path_factory.mktemp("kn") / "data"))
+
+
+@pytest.fixture(scope="module")
+def api(settings: Settings) -> Iterator[TestClient]:
+    """One app for the file: each test uses its own accounts and files."""
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         client.app.state.components.accounts.create_admin("admin@example.com", PASSWORD)  # type: ignore[attr-defined]
         yield client
 
@@ -66,7 +75,7 @@ def test_upload_streams_progress_then_the_document_is_searchable_and_removable(
 
 
 def test_uploads_refuse_strangers_bad_types_and_oversized_files(
-    api: TestClient, kb_settings: Settings
+    api: TestClient, settings: Settings
 ) -> None:
     user = sign_up(api, "rider@example.com")
     files = {"file": ("notes.md", DOC)}
@@ -75,7 +84,7 @@ def test_uploads_refuse_strangers_bad_types_and_oversized_files(
     admin = sign_up(api, "admin@example.com")
     exe = api.post("/api/admin/documents", headers=admin, files={"file": ("run.exe", b"MZ")})
     assert exe.status_code == 422 and exe.json()["error"]["code"] == "unsupported"
-    big = b"x" * (kb_settings.max_file_bytes + 1)
+    big = b"x" * (settings.max_file_bytes + 1)
     huge = api.post("/api/admin/documents", headers=admin, files={"file": ("big.txt", big)})
     assert huge.status_code in {413, 422}, huge.text
     assert huge.json()["error"]["code"] in {"payload_too_large", "file_too_large"}
