@@ -2,10 +2,15 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
-# pip keeps the llama-cpp-python wheel it built (minutes on 2 cores) in its cache, so a new
-# venv reuses it. torch is installed first and pinned: an open torch requirement would pull
-# the multi-GB CUDA build.
+# torch is installed first and pinned: an open torch requirement would pull the multi-GB CUDA
+# build. llama-cpp-python is built once as a portable wheel by scripts/llama_wheel.sh (pip's
+# own cache keeps a -march=native build keyed by version only, and that build segfaulted on
+# this CPU's AMX path), then installed from that folder
+# (its dependencies come with the app).
 TORCH  := torch==2.13.0
+LLAMA  := 0.3.36
+LLAMA_INSTALL = $(BIN)/pip install --quiet --no-index --no-deps \
+	--find-links "$$(sh scripts/llama_wheel.sh $(BIN)/pip $(LLAMA))" llama-cpp-python==$(LLAMA)
 
 .PHONY: run test lint format bench setup setup-dev clean help
 .DEFAULT_GOAL := help
@@ -17,13 +22,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-run: pyproject.toml scripts/llama_wheel.sh | $(BIN)/python
 	$(BIN)/pip install --quiet $(TORCH)
+	$(LLAMA_INSTALL)
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-dev: pyproject.toml scripts/llama_wheel.sh | $(BIN)/python
 	$(BIN)/pip install --quiet $(TORCH)
+	$(LLAMA_INSTALL)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@ $(VENV)/.installed-run
 
