@@ -24,7 +24,9 @@ from server.chat.pipeline import ChatService
 from server.config import Settings
 from server.db import make_engine
 from server.errors import AppError
+from server.learning.experiments import ExperimentService
 from server.learning.feedback import FeedbackService
+from server.learning.privacy import AnswerPrivacy
 from server.learning.review import ReviewService
 from server.llm.base import Backend
 from server.llm.chain import FailoverChain
@@ -174,6 +176,7 @@ class Components:
             self.engine,
             self.conversations,
             self.billing,
+            self.experiments,
         )
 
     @cached_property
@@ -195,6 +198,14 @@ class Components:
     @cached_property
     def review(self) -> ReviewService:
         return ReviewService(self.engine)
+
+    @cached_property
+    def experiments(self) -> ExperimentService:
+        return ExperimentService(self.engine)
+
+    @cached_property
+    def privacy(self) -> AnswerPrivacy:
+        return AnswerPrivacy(self.engine, self.settings.answer_retention_days)
 
     def chunk_total(self) -> int:
         from server.db import counts

@@ -83,6 +83,10 @@ class Settings(BaseSettings):
         default=None, description="Any OpenAI-compatible server; empty: api.openai.com."
     )
     openai_model: str = Field(default="gpt-4o", description="Or a fine-tuned id, ft:...")
+    finetune_base_model: str = Field(
+        default="gpt-4o-mini-2024-07-18",
+        description="The OpenAI model `rodeoai finetune submit` fine-tunes.",
+    )
     ollama_host: str = "http://127.0.0.1:11434"
     ollama_model: str = "llama3.2"
     generation_timeout_s: float = Field(default=120.0, gt=0)
@@ -194,6 +198,14 @@ class Settings(BaseSettings):
         default=-1,
         ge=-1,
         description="Open mode, per address; -1 = unlimited (rate limits apply), 0 = none.",
+    )
+
+    # --- the learning loop -------------------------------------------------------------
+    answer_retention_days: int = Field(
+        default=0,
+        ge=0,
+        description="Delete recorded answers (with their feedback and reviews) after this "
+        "many days; 0 keeps them all.",
     )
 
     # --- HTTP --------------------------------------------------------------------------

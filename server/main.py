@@ -26,6 +26,7 @@ from server.api import (
     billing,
     chat,
     conversations,
+    experiments,
     health,
     knowledge,
     learning,
@@ -236,7 +237,9 @@ def create_app(settings: Settings | None = None, *, start_in_background: bool = 
         loader.start()
         if not start_in_background:
             await asyncio.to_thread(loader.join)
+        purger = asyncio.create_task(_purge_answers(components))
         yield
+        purger.cancel()
         components.startup.stop.set()  # a shutdown mid-load stops at the next file
         await asyncio.to_thread(loader.join, 30)
         components.close()
@@ -262,6 +265,7 @@ def create_app(settings: Settings | None = None, *, start_in_background: bool = 
         admin,
         knowledge,
         learning,
+        experiments,
         billing,
         openai_compat,
         ollama_compat,
@@ -286,6 +290,21 @@ def create_app(settings: Settings | None = None, *, start_in_background: bool = 
         max_upload=settings.max_file_bytes + 64 * 1024,
     )
     return app
+
+
+PURGE_EVERY_S = 3600.0
+
+
+async def _purge_answers(components: Components) -> None:
+    """Answers past RODEOAI_ANSWER_RETENTION_DAYS go at start-up, then hourly."""
+    if components.settings.answer_retention_days <= 0:
+        return
+    while True:
+        try:
+            await asyncio.to_thread(components.privacy.purge_expired)
+        except Exception:  # a locked or unreachable database: try again next time
+            log.exception("could not purge expired answers")
+        await asyncio.sleep(PURGE_EVERY_S)
 
 
 def _start(components: Components) -> None:

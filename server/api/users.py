@@ -53,3 +53,10 @@ def revoke_key(key_id: ObjectId, user: CurrentUser, components: ComponentsDep) -
 def revoke_all_keys(user: CurrentUser, components: ComponentsDep) -> None:
     """Revoke every API key of yours at once (a password change does this too)."""
     components.accounts.revoke_all_api_keys(user)
+
+
+@router.delete("/answers")
+def delete_my_answers(user: CurrentUser, components: ComponentsDep) -> dict[str, int]:
+    """Delete every answer recorded for you (with its feedback and reviews), so the
+    learning loop no longer uses it. Your conversations stay until you delete them."""
+    return {"deleted": components.privacy.delete_own(user.id or 0)}

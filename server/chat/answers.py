@@ -7,6 +7,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from server.chat.variants import DEFAULT, ChatVariant
 from server.llm.base import GenerationRequest, Passage
 from server.llm.chain import Generation
 from server.llm.cleanup import clean_answer
@@ -60,6 +61,8 @@ class ChatRun:
     save: bool
     api: str
     answer: ChatAnswer | None = None
+    variant: ChatVariant = DEFAULT
+    recorded: bool = True  # False for an operator's evaluation run
 
     @property
     def sources(self) -> list[dict[str, object]]:

@@ -27,6 +27,7 @@ from server.chat.prompting import (
     with_evidence,
 )
 from server.chat.recording import AnswerRecorder
+from server.chat.variants import DEFAULT, ChatVariant, VariantPicker, subject_of
 from server.config import Settings, SkillLevel
 from server.errors import InvalidInput
 from server.llm.base import GenerationRequest, Passage
@@ -52,6 +53,7 @@ class ChatService:
         engine: Engine,
         conversations: ConversationStore,
         billing: BillingService,
+        variants: VariantPicker | None = None,
     ) -> None:
         self.retriever = retriever
         self.chain = chain
@@ -60,6 +62,7 @@ class ChatService:
         self.engine = engine
         self.conversations = conversations
         self.billing = billing
+        self.variants = variants
         self.recorder = AnswerRecorder(engine, conversations)
 
     def validate(self, messages: list[dict[str, str]]) -> tuple[str, list[dict[str, str]]]:
@@ -95,10 +98,15 @@ class ChatService:
         max_tokens: int | None = None,
         api: str = "chat",
         guest_key: str | None = None,
+        variant: ChatVariant | None = None,
+        trial: bool = False,
     ) -> ChatRun:
         """Everything up to the first token, so overload (503) and bad input (4xx) are known
         before a streaming response starts. With `save`, a signed-in user's exchange is
-        stored in `conversation_id` (which must be theirs) or in a new conversation."""
+        stored in `conversation_id` (which must be theirs) or in a new conversation.
+
+        `variant` overrides the experiment's choice. A `trial` (the operator's offline
+        evaluation, from the shell) is neither billed nor recorded."""
         started = time.monotonic()
         question, history = self.validate(messages)
         if conversation_id is not None:
@@ -108,17 +116,26 @@ class ChatService:
             history = self.conversations.history(conversation_id)
         # Paid for before any work, so concurrent questions cannot overspend; given back if
         # no answer starts. The plan's tier decides which backends may answer.
-        debit = await asyncio.to_thread(self.billing.debit_message, user_id, guest_key)
+        debit = (
+            None
+            if trial
+            else await asyncio.to_thread(self.billing.debit_message, user_id, guest_key)
+        )
+        variant = variant or self._variant(user_id, guest_key)
         try:
             request, hits, passages, facts = await self._prepare(
-                question, history, skill_level, max_tokens
+                question, history, skill_level, max_tokens, variant
             )
             generation = await self.chain.start(
                 request,
-                exclude=PREMIUM_BACKENDS if debit.plan.tier == "local" else frozenset(),
+                exclude=PREMIUM_BACKENDS
+                if debit is not None and debit.plan.tier == "local"
+                else frozenset(),
+                prefer=variant.backend,
             )
         except BaseException:  # busy, every backend down, no index, client gone
-            await asyncio.shield(asyncio.to_thread(self.billing.refund_message, debit))
+            if debit is not None:
+                await asyncio.shield(asyncio.to_thread(self.billing.refund_message, debit))
             raise
         return ChatRun(
             question,
@@ -133,7 +150,19 @@ class ChatService:
             conversation_id,
             save and user_id is not None,
             api,
+            variant=variant,
+            recorded=not trial,
         )
+
+    def _variant(self, user_id: int | None, guest_key: str | None) -> ChatVariant:
+        """The asker's experiment variant; a broken experiment never stops an answer."""
+        if self.variants is None:
+            return DEFAULT
+        try:
+            return self.variants.pick(subject_of(user_id, guest_key))
+        except Exception:
+            log.exception("could not pick an experiment variant; answering with the default")
+            return DEFAULT
 
     async def _prepare(
         self,
@@ -141,13 +170,16 @@ class ChatService:
         history: list[dict[str, str]],
         skill_level: SkillLevel,
         max_tokens: int | None,
+        variant: ChatVariant = DEFAULT,
     ) -> tuple[GenerationRequest, list[Hit], list[Passage], list[tuple[int, str]]]:
         """Retrieve, pick the facts and build the prompt."""
         query = question
         if history and len(question.split()) < 6:  # "what about heelers?" needs its context
             last_user = next((m["content"] for m in reversed(history) if m["role"] == "user"), "")
             query = f"{last_user} {question}"
-        hits = await asyncio.to_thread(self.retriever.search, query, self.settings.top_k)
+        hits = await asyncio.to_thread(
+            self.retriever.search, query, variant.top_k or self.settings.top_k, variant.retrieval
+        )
         passages = fit_passages(hits, self.embedder, self.settings.context_token_budget)
         facts = await asyncio.to_thread(
             select_facts, question, passages, self.embedder, self.settings.facts_in_prompt
@@ -155,7 +187,11 @@ class ChatService:
         budget = self.settings.history_token_budget * 4  # about four characters a token
         request = GenerationRequest(
             messages=build_messages(
-                question, facts, skill_level, trim_history(history, max_chars=budget)
+                question,
+                facts,
+                skill_level,
+                trim_history(history, max_chars=budget),
+                variant.prompt_style,
             ),
             question=question,
             passages=passages,
@@ -165,6 +201,7 @@ class ChatService:
             ),
             temperature=self.settings.llm_temperature,
             timeout_s=self.settings.generation_timeout_s,
+            models={variant.backend: variant.model} if variant.backend and variant.model else {},
         )
         return request, hits, passages, facts
 

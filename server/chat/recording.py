@@ -25,6 +25,8 @@ class AnswerRecorder:
     def finished(self, run: ChatRun, answer: ChatAnswer) -> None:
         """The exchange (a new conversation, if needed) and the answer's record, in one
         transaction; the record's id becomes the answer's `answer_id`."""
+        if not run.recorded:
+            return
         with write_session(self.engine) as session:
             if run.save and run.user_id is not None:
                 if run.conversation_id is None:
@@ -55,6 +57,8 @@ class AnswerRecorder:
     def unfinished(self, run: ChatRun, draft: str, token_count: int, status: str) -> None:
         """An answer that never finished is recorded too, as far as it got, marked with how
         it ended; it is not added to the conversation."""
+        if not run.recorded:
+            return
         generation = run.generation
         answer = answer_of(
             run,
@@ -91,4 +95,6 @@ def metric(run: ChatRun, answer: ChatAnswer, status: str) -> AnswerMetric:
         user_id=run.user_id,
         conversation_id=run.conversation_id,
         status=status,
+        experiment_id=run.variant.experiment_id,
+        variant=run.variant.name if run.variant.experiment_id is not None else None,
     )

@@ -205,6 +205,8 @@ class AnswerMetric(SQLModel, table=True):
     feedback_token_hash: str | None = Field(
         default=None, description="sha256 of the token a guest rates this answer with"
     )
+    experiment_id: int | None = Field(default=None, index=True, sa_type=ID)
+    variant: str | None = Field(default=None, description="the experiment variant that answered")
 
 
 class Feedback(SQLModel, table=True):
@@ -237,6 +239,20 @@ class Review(SQLModel, table=True):
     knowledge_gap: str | None = None
     note: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class Experiment(SQLModel, table=True):
+    """An A/B test of answer variants; at most one runs at a time. Its variants (name,
+    weight and what they change) are fixed once it starts, so results stay comparable."""
+
+    __tablename__ = "experiment"
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
+    name: str
+    status: str = Field(default="running", index=True, description="running or stopped")
+    variants_json: str
+    winner: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    stopped_at: datetime | None = None
 
 
 class BillingCustomer(SQLModel, table=True):

@@ -30,6 +30,9 @@ class GenerationRequest:
     temperature: float = 0.2
     timeout_s: float = 120.0
     started: float = field(default_factory=time.monotonic)
+    # An experiment's model for one backend, by backend name; backends that serve a
+    # single loaded model (llama.cpp) ignore it.
+    models: dict[str, str] = field(default_factory=dict)
 
     @property
     def deadline(self) -> float:
@@ -51,6 +54,10 @@ class Backend(ABC):
 
     def ready(self) -> bool:
         return True
+
+    def model_for(self, request: GenerationRequest) -> str:
+        """The model that answers this request."""
+        return self.model
 
     def describe(self) -> dict[str, object]:
         return {"backend": self.name, "model": self.model, "ready": self.ready()}

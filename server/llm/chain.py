@@ -51,11 +51,20 @@ class FailoverChain:
     def describe(self) -> list[dict[str, object]]:
         return [b.describe() for b in self.backends]
 
+    def _order(self, prefer: str | None) -> list[tuple[int, Backend]]:
+        """Positions and backends in failover order; a preferred backend goes first."""
+        ordered = list(enumerate(self.backends))
+        return sorted(ordered, key=lambda item: item[1].name != prefer) if prefer else ordered
+
     async def start(
-        self, request: GenerationRequest, *, exclude: frozenset[str] = frozenset()
+        self,
+        request: GenerationRequest,
+        *,
+        exclude: frozenset[str] = frozenset(),
+        prefer: str | None = None,
     ) -> Generation:
         skipped: list[dict[str, str]] = []
-        for position, backend in enumerate(self.backends):
+        for position, backend in self._order(prefer):
             if backend.name in exclude:
                 skipped.append({"backend": backend.name, "reason": "not included in the plan"})
                 continue
@@ -80,7 +89,11 @@ class FailoverChain:
                 continue
             self._failed_at.pop(position, None)
             return Generation(
-                backend.name, backend.model, _prepend(first, stream), skipped, time.monotonic()
+                backend.name,
+                backend.model_for(request),
+                _prepend(first, stream),
+                skipped,
+                time.monotonic(),
             )
         raise BackendError("every backend failed", details=skipped)
 

@@ -24,12 +24,15 @@ class OllamaBackend(Backend):
     def model(self) -> str:
         return self._model
 
+    def model_for(self, request: GenerationRequest) -> str:
+        return request.models.get(self.name, self._model)
+
     async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
         from ollama import ResponseError
 
         try:
             parts = await self._client.chat(
-                model=self._model,
+                model=self.model_for(request),
                 messages=request.messages,
                 stream=True,
                 options={"num_predict": request.max_tokens, "temperature": request.temperature},

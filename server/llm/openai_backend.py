@@ -25,12 +25,15 @@ class OpenAIBackend(Backend):
     def model(self) -> str:
         return self._model
 
+    def model_for(self, request: GenerationRequest) -> str:
+        return request.models.get(self.name, self._model)
+
     async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
         import openai
 
         try:
             stream = await self._client.chat.completions.create(
-                model=self._model,
+                model=self.model_for(request),
                 messages=cast(Any, request.messages),
                 max_tokens=request.max_tokens,
                 temperature=request.temperature,

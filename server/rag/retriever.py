@@ -61,7 +61,9 @@ class Retriever:
     def lexical(self, query: str, k: int) -> list[int]:
         return self._lexical.search(query, k)
 
-    def search(self, query: str, k: int = 5) -> list[Hit]:
+    def search(self, query: str, k: int = 5, mode: str = "hybrid") -> list[Hit]:
+        """The k best chunks. `mode` hybrid fuses the dense and lexical rankings; dense or
+        lexical uses one alone (an experiment's way to measure what each adds)."""
         query = query.strip()
         if not query:
             raise InvalidInput("the search query is empty", code="empty_query")
@@ -73,12 +75,16 @@ class Retriever:
                 "no knowledge is loaded yet; run `rodeoai ingest knowledge/` and try again",
                 code="index_empty",
             )
+        if mode not in {"hybrid", "dense", "lexical"}:
+            raise InvalidInput(f"unknown retrieval mode {mode!r}", code="invalid_mode")
         pool = max(self.candidates, k)
         # The lexical query and the embedder both release the GIL: run them side by side.
-        lexical = _POOL.submit(self.lexical, query, pool)
-        dense = self.dense(query, pool)
+        lexical = _POOL.submit(self.lexical, query, pool) if mode != "dense" else None
+        rankings = [self.dense(query, pool)] if mode != "lexical" else []
+        if lexical is not None:
+            rankings.append(lexical.result())
         fused: dict[int, float] = {}
-        for ranking in (dense, lexical.result()):
+        for ranking in rankings:
             for rank, chunk_id in enumerate(ranking):
                 fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (self.rrf_k + rank + 1)
         best = sorted(fused.items(), key=lambda item: item[1], reverse=True)[:k]

@@ -158,3 +158,21 @@ def test_experts_review_answers_which_then_leave_the_queue(api: TestClient) -> N
     assert api.get("/api/admin/review-activity", headers=reviewer).status_code == 403
     activity = api.get("/api/admin/review-activity", headers=admin).json()
     assert ("vet@example.com", 1) in [(a["reviewer"], a["reviews"]) for a in activity]
+
+
+def test_a_user_deletes_their_recorded_answers_and_no_one_elses(api: TestClient) -> None:
+    mine = sign_up(api, "private@example.com")
+    theirs = sign_up(api, "neighbour@example.com")
+    own = [api.post("/api/chat", json=ASK, headers=mine).json()["answer_id"] for _ in range(2)]
+    kept = api.post("/api/chat", json=ASK, headers=theirs).json()["answer_id"]
+    url = f"/api/answers/{own[0]}/feedback"
+    assert api.post(url, json={"rating": "up"}, headers=mine).status_code == 200
+    assert api.delete("/api/users/me/answers").status_code == 401
+    gone = api.delete("/api/users/me/answers", headers=mine)
+    assert gone.status_code == 200 and gone.json() == {"deleted": 2}
+    with write_session(components(api).engine) as session:
+        assert all(session.get(AnswerMetric, i) is None for i in own)
+        assert session.get(AnswerMetric, kept) is not None
+        assert not session.exec(select(Feedback).where(Feedback.answer_id == own[0])).all()
+    assert api.delete("/api/users/me/answers", headers=mine).json() == {"deleted": 0}
+    assert api.post(url, json={"rating": "down"}, headers=mine).status_code == 404

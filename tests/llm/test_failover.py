@@ -165,3 +165,24 @@ def test_failover_when_the_primary_dies_mid_conversation(kb_settings: Settings) 
                 f"/api/conversations/{first['conversation_id']}", headers=headers
             ).json()
             assert [m["backend"] for m in saved["messages"]] == [None, "openai", None, "llamacpp"]
+
+
+def test_an_experiments_backend_goes_first_and_its_model_reaches_that_backend_only() -> None:
+    from server.llm.chain import FailoverChain
+    from server.llm.fake import FakeBackend
+    from server.llm.ollama_backend import OllamaBackend
+
+    local, cloud = FakeBackend(["local"]), FakeBackend(["cloud"])
+    local.name, cloud.name = "llamacpp", "openai"
+    chain = FailoverChain([local, cloud])
+    request = GenerationRequest(messages=[], question="q", models={"openai": "ft:gpt-4o-mini:x"})
+    generation = asyncio.run(chain.start(request, prefer="openai"))
+    assert (generation.backend, cloud.calls, local.calls) == ("openai", 1, 0)
+    assert asyncio.run(chain.start(request)).backend == "llamacpp"  # no preference: in order
+    cloud.fail_before = RuntimeError("down")
+    fell_back = asyncio.run(chain.start(request, prefer="openai"))
+    assert fell_back.backend == "llamacpp" and fell_back.skipped[0]["backend"] == "openai"
+
+    openai = OpenAIBackend(api_key="x", model="gpt-4o")
+    assert openai.model_for(request) == "ft:gpt-4o-mini:x"
+    assert OllamaBackend(host="http://127.0.0.1:1", model="llama3").model_for(request) == "llama3"

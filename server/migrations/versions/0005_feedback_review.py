@@ -9,6 +9,7 @@ Revises: 0004
 from __future__ import annotations
 
 import sqlalchemy as sa
+import sqlmodel.sql.sqltypes
 from alembic import op
 
 revision = "0005"
@@ -35,8 +36,8 @@ def upgrade() -> None:
         sa.Column("rating", sa.String(), nullable=False),
         sa.Column("comment", sa.String(), nullable=True),
         sa.Column("tags_json", sa.String(), nullable=False),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
-        sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.Column("created_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     )
     op.create_table(
         "review",
@@ -49,7 +50,7 @@ def upgrade() -> None:
         sa.Column("corrected_answer", sa.String(), nullable=True),
         sa.Column("knowledge_gap", sa.String(), nullable=True),
         sa.Column("note", sa.String(), nullable=True),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("created_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     )
     op.create_index("ix_review_answer_id", "review", ["answer_id"])
     op.create_index("ix_review_reviewer_id", "review", ["reviewer_id"])

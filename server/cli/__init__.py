@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -15,7 +15,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from server import logs
-from server.components import Components
+from server.cli.common import components as _components
+from server.cli.common import console
+from server.cli.common import fail as _fail
+from server.cli.evaluate import run as evaluate_run
 from server.config import Settings, SkillLevel
 from server.errors import AppError
 from server.rag.ingest import ENCODE_BATCH
@@ -33,18 +36,7 @@ billing_app = typer.Typer(help="Plans, credits and Stripe.", no_args_is_help=Tru
 app.add_typer(billing_app, name="billing")
 db_app = typer.Typer(help="The database schema and its migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-console = Console(stderr=True)
-
-
-def _components(*, quiet: bool = False) -> Components:
-    settings = Settings()
-    logs.configure("WARNING" if quiet else settings.log_level, as_json=settings.log_json)
-    return Components(settings)
-
-
-def _fail(exc: AppError) -> NoReturn:
-    console.print(f"[red]error[/red] ({exc.code}): {exc.message}")
-    raise typer.Exit(code=2)
+app.command("eval")(evaluate_run)
 
 
 @app.command()
@@ -415,7 +407,3 @@ def db_status() -> None:
         current = schema_revision(make_engine(settings.engine_url, upgrade=False))
     report = {"database": safe_url(settings.engine_url), "revision": current, "newest": head}
     print(json.dumps(report))
-
-
-if __name__ == "__main__":
-    app()
