@@ -21,7 +21,7 @@ from sqlmodel import select
 
 from server.components import Components
 from server.config import Settings
-from server.db import AnswerMetric, User, read_session, write_session
+from server.db import AnswerMetric, Experiment, User, read_session, write_session
 from server.main import create_app
 from tests import databases
 from tests.conftest import ROOT, MakeSettings
@@ -404,6 +404,11 @@ OWNERSHIP_MATRIX: dict[tuple[str, str], tuple[str, dict[str, Any] | None]] = {
     ("DELETE", "/api/conversations/{conversation_id}"): ("conversation", None),
     ("POST", "/api/answers/{answer_id}/feedback"): ("answer", {"rating": "down"}),
     ("POST", "/api/review/{answer_id}"): ("answer", {"rating": 1}),
+    # administrators' records: a non-admin is refused (403) before any lookup
+    ("GET", "/api/admin/experiments/{experiment_id}"): ("experiment", None),
+    ("GET", "/api/admin/experiments/{experiment_id}/results"): ("experiment", None),
+    ("POST", "/api/admin/experiments/{experiment_id}/stop"): ("experiment", None),
+    ("POST", "/api/admin/experiments/{experiment_id}/promote"): ("experiment", {"variant": "b"}),
 }
 # Guests may rate (with an answer's token), so without one an answer is simply not found.
 ANONYMOUS = {("POST", "/api/answers/{answer_id}/feedback"): 404}
@@ -446,10 +451,12 @@ def test_ownership_matrix_covers_every_route_with_an_object_id(
             user_id=owner_id,
         )
         session.add(record)
+        experiment = Experiment(name="theirs", variants_json='[{"name": "a"}, {"name": "b"}]')
+        session.add(experiment)
         session.flush()
-        answer = record.id
+        answer, experiment_id = record.id, experiment.id
     ids = {"api_key": key["id"], "user": owner_id, "conversation": conversation.id}
-    ids["answer"] = answer
+    ids["answer"], ids["experiment"] = answer, experiment_id
     for (method, path), (kind, body) in OWNERSHIP_MATRIX.items():
         url = re.sub(r"\{[a-z_]+\}", str(ids[kind]), path)
         kwargs: dict[str, Any] = {"json": body} if body else {}
@@ -459,6 +466,9 @@ def test_ownership_matrix_covers_every_route_with_an_object_id(
         assert anonymous.status_code == ANONYMOUS.get((method, path), 401), anonymous.text
     # the owner's objects survived every attempt
     assert me(api, key["key"]) == 200
+    with read_session(store.engine) as session:  # nobody stopped or promoted it
+        untouched = session.get(Experiment, experiment_id)
+        assert untouched is not None and (untouched.status, untouched.winner) == ("running", None)
     reviews = api.app.state.components.review.queue(limit=200)  # type: ignore[attr-defined]
     assert answer in {i["answer_id"] for i in reviews}  # nobody reviewed or rated it
     assert next(i for i in reviews if i["answer_id"] == answer)["feedback"] is None
