@@ -21,21 +21,25 @@ from server.billing.payments import Payments
 from server.billing.plans import BillingService
 from server.chat.conversations import ConversationStore
 from server.chat.pipeline import ChatService
+from server.chat.recording import AnswerObserver
 from server.config import Settings
 from server.db import make_engine
 from server.errors import AppError
+from server.learning.analytics import AnalyticsService
 from server.learning.experiments import ExperimentService
 from server.learning.feedback import FeedbackService
+from server.learning.finetune import FinetuneExporter
+from server.learning.finetune_jobs import FinetuneJobs
 from server.learning.privacy import AnswerPrivacy
 from server.learning.review import ReviewService
 from server.llm.base import Backend
-from server.llm.chain import FailoverChain
+from server.llm.chain import FailoverChain, SkipObserver
 from server.llm.extractive import ExtractiveBackend
 from server.llm.llamacpp import LlamaCppBackend, resolve_model_path
 from server.llm.ollama_backend import OllamaBackend
 from server.llm.openai_backend import OpenAIBackend
 from server.rag.embedder import Embedder, load_embedder
-from server.rag.ingest import Ingestor
+from server.rag.ingest import IngestObserver, Ingestor
 from server.rag.retriever import Retriever
 from server.rag.vector_index import VectorIndex
 from server.startup import Startup
@@ -44,9 +48,21 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class Observers:
+    """Listeners the interfaces hang on the domains (the Prometheus metrics do): answers
+    recorded, backends skipped, ingestions run. The domains call plain functions and never
+    learn who listens; add to these lists before the first question or ingestion."""
+
+    answers: list[AnswerObserver] = field(default_factory=list)
+    skips: list[SkipObserver] = field(default_factory=list)
+    ingests: list[IngestObserver] = field(default_factory=list)
+
+
+@dataclass
 class Components:
     settings: Settings
     startup: Startup = field(default_factory=Startup)
+    observers: Observers = field(default_factory=Observers)
 
     @cached_property
     def engine(self) -> Engine:
@@ -90,6 +106,7 @@ class Components:
             chunk_overlap=self.settings.chunk_overlap,
             max_file_bytes=self.settings.max_file_bytes,
             uploads_dir=Path(self.settings.data_dir) / "uploads",
+            observers=self.observers.ingests,
         )
 
     @cached_property
@@ -127,6 +144,7 @@ class Components:
             backends,
             cooldown_s=self.settings.backend_cooldown_s,
             first_token_timeout_s=self.settings.first_token_timeout_s,
+            observers=self.observers.skips,
         )
 
     def _openai(self) -> OpenAIBackend:
@@ -177,6 +195,7 @@ class Components:
             self.conversations,
             self.billing,
             self.experiments,
+            answer_observers=self.observers.answers,
         )
 
     @cached_property
@@ -202,6 +221,18 @@ class Components:
     @cached_property
     def experiments(self) -> ExperimentService:
         return ExperimentService(self.engine)
+
+    @cached_property
+    def analytics(self) -> AnalyticsService:
+        return AnalyticsService(self.engine, rrf_k=self.settings.rrf_k)
+
+    @cached_property
+    def finetune(self) -> FinetuneExporter:
+        return FinetuneExporter(self.engine)
+
+    @cached_property
+    def finetune_jobs(self) -> FinetuneJobs:
+        return FinetuneJobs(self.settings, self.experiments)
 
     @cached_property
     def privacy(self) -> AnswerPrivacy:

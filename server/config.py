@@ -221,6 +221,14 @@ class Settings(BaseSettings):
     max_messages: int = Field(default=50, ge=1)
     log_level: str = "INFO"
     log_json: bool = Field(default=False, description="One JSON object per log line.")
+    metrics_enabled: bool = Field(
+        default=True, description="Serve Prometheus metrics at GET /metrics."
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, GET /metrics needs `Authorization: Bearer <token>`; unset, "
+        "it is open (a scraper on the LAN).",
+    )
 
     @field_validator("backends")
     @classmethod

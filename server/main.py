@@ -22,14 +22,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server import __version__, logs
 from server.api import (
     admin,
+    analytics,
     auth,
     billing,
     chat,
     conversations,
     experiments,
+    finetune,
     health,
     knowledge,
     learning,
+    metrics,
     ollama_compat,
     openai_compat,
     search,
@@ -38,6 +41,7 @@ from server.api import (
 from server.components import Components
 from server.config import Settings
 from server.errors import AppError, error_body
+from server.http.metrics import Metrics, MetricsMiddleware
 from server.schemas import COMMON_ERRORS
 from server.startup import StartupCancelled
 from server.web import account_pages, pages
@@ -255,6 +259,10 @@ def create_app(settings: Settings | None = None, *, start_in_background: bool = 
     )
     app.state.components = components
     _install_error_handlers(app)
+    if settings.metrics_enabled:  # its own registry: apps in one process never share numbers
+        app.state.metrics = Metrics(components)
+        app.state.metrics.attach(components)
+        app.include_router(metrics.router)
     for module in (
         chat,
         conversations,
@@ -266,6 +274,8 @@ def create_app(settings: Settings | None = None, *, start_in_background: bool = 
         knowledge,
         learning,
         experiments,
+        analytics,
+        finetune,
         billing,
         openai_compat,
         ollama_compat,
@@ -289,6 +299,8 @@ def create_app(settings: Settings | None = None, *, start_in_background: bool = 
         max_body=settings.max_body_bytes,
         max_upload=settings.max_file_bytes + 64 * 1024,
     )
+    if settings.metrics_enabled:  # outermost: the guard's own 413s and 500s count too
+        app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app
 
 

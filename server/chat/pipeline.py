@@ -26,7 +26,7 @@ from server.chat.prompting import (
     ungrounded_numbers,
     with_evidence,
 )
-from server.chat.recording import AnswerRecorder
+from server.chat.recording import AnswerObserver, AnswerRecorder
 from server.chat.variants import DEFAULT, ChatVariant, VariantPicker, subject_of
 from server.config import Settings, SkillLevel
 from server.errors import InvalidInput
@@ -54,6 +54,7 @@ class ChatService:
         conversations: ConversationStore,
         billing: BillingService,
         variants: VariantPicker | None = None,
+        answer_observers: list[AnswerObserver] | None = None,
     ) -> None:
         self.retriever = retriever
         self.chain = chain
@@ -63,7 +64,7 @@ class ChatService:
         self.conversations = conversations
         self.billing = billing
         self.variants = variants
-        self.recorder = AnswerRecorder(engine, conversations)
+        self.recorder = AnswerRecorder(engine, conversations, answer_observers)
 
     def validate(self, messages: list[dict[str, str]]) -> tuple[str, list[dict[str, str]]]:
         """The question is the last user message; earlier turns are history."""

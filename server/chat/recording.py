@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 
 from sqlalchemy import Engine
 
@@ -16,11 +17,21 @@ from server.db import AnswerMetric, write_session
 
 log = logging.getLogger(__name__)
 
+# Told of each answer record once it is stored (the Prometheus metrics count answers this
+# way); the recorder never learns who listens.
+AnswerObserver = Callable[[AnswerMetric], None]
+
 
 class AnswerRecorder:
-    def __init__(self, engine: Engine, conversations: ConversationStore) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        conversations: ConversationStore,
+        observers: list[AnswerObserver] | None = None,
+    ) -> None:
         self.engine = engine
         self.conversations = conversations
+        self.observers = observers if observers is not None else []
 
     def finished(self, run: ChatRun, answer: ChatAnswer) -> None:
         """The exchange (a new conversation, if needed) and the answer's record, in one
@@ -28,6 +39,13 @@ class AnswerRecorder:
         if not run.recorded:
             return
         with write_session(self.engine) as session:
+            record = metric(run, answer, "done")
+            if run.user_id is None:  # a guest rates this answer with a token only they hold
+                answer.feedback_token = new_secret("fb_")
+                record.feedback_token_hash = token_hash(answer.feedback_token)
+            session.add(record)
+            session.flush()
+            answer.answer_id = record.id
             if run.save and run.user_id is not None:
                 if run.conversation_id is None:
                     title = title_from(run.question)
@@ -43,16 +61,13 @@ class AnswerRecorder:
                         "sources": answer.sources,
                         "backend": answer.backend,
                         "model": answer.model,
-                        "metrics": answer.metrics(),
+                        # The saved message keeps its answer's id, so a reloaded chat
+                        # can still be rated.
+                        "metrics": {**answer.metrics(), "answer_id": record.id},
                     },
                 )
-            record = metric(run, answer, "done")
-            if run.user_id is None:  # a guest rates this answer with a token only they hold
-                answer.feedback_token = new_secret("fb_")
-                record.feedback_token_hash = token_hash(answer.feedback_token)
-            session.add(record)
-            session.flush()
-            answer.answer_id = record.id
+                record.conversation_id = run.conversation_id
+        self._notify(record)  # after the commit: only stored answers are counted
 
     def unfinished(self, run: ChatRun, draft: str, token_count: int, status: str) -> None:
         """An answer that never finished is recorded too, as far as it got, marked with how
@@ -69,11 +84,21 @@ class AnswerRecorder:
             backend=generation.backend,
             skipped=list(generation.skipped),
         )
+        record = metric(run, answer, status)
         try:
             with write_session(self.engine) as session:
-                session.add(metric(run, answer, status))
+                session.add(record)
         except Exception:  # never mask why the stream ended
             log.exception("could not record an unfinished answer")
+            return
+        self._notify(record)
+
+    def _notify(self, record: AnswerMetric) -> None:
+        for observer in self.observers:
+            try:
+                observer(record)
+            except Exception:  # a listener's fault never costs an answer
+                log.exception("an answer observer failed")
 
 
 def metric(run: ChatRun, answer: ChatAnswer, status: str) -> AnswerMetric:

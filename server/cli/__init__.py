@@ -19,6 +19,8 @@ from server.cli.common import components as _components
 from server.cli.common import console
 from server.cli.common import fail as _fail
 from server.cli.evaluate import run as evaluate_run
+from server.cli.finetune import app as finetune_app
+from server.cli.report import run as report_run
 from server.config import Settings, SkillLevel
 from server.errors import AppError
 from server.rag.ingest import ENCODE_BATCH
@@ -37,6 +39,8 @@ app.add_typer(billing_app, name="billing")
 db_app = typer.Typer(help="The database schema and its migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.command("eval")(evaluate_run)
+app.add_typer(finetune_app, name="finetune")
+app.command("report")(report_run)
 
 
 @app.command()

@@ -161,6 +161,27 @@ class ExperimentService:
         self._forget()
         return found
 
+    def default(self) -> dict[str, Any] | None:
+        """The promoted variant that answers outside experiments, or None for the server's
+        own defaults."""
+        spec = self._current()[1]
+        return spec.model_dump(exclude_none=True) if spec else None
+
+    def set_default(self, spec: VariantSpec) -> dict[str, Any]:
+        """Make `spec` how every question outside an experiment is answered (as promoting a
+        winner does). Refused while an experiment runs: its variants answer everyone then,
+        and promoting its winner would silently replace this one."""
+        with write_session(self.engine) as session:
+            running = session.exec(select(Experiment).where(Experiment.status == "running"))
+            if current := running.first():
+                raise Conflict(
+                    f"experiment {current.id} ({current.name}) is running; stop it first",
+                    code="experiment_running",
+                )
+            set_meta(session, DEFAULT_KEY, spec.model_dump_json(exclude_none=True))
+        self._forget()
+        return spec.model_dump(exclude_none=True)
+
     def pick(self, subject: str) -> ChatVariant:
         experiment, default = self._current()
         if experiment is not None and experiment.id is not None:

@@ -9,10 +9,10 @@ import json
 from typing import Literal
 
 from sqlalchemy import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from server.accounts.security import token_hash
-from server.db import AnswerMetric, Feedback, utcnow, write_session
+from server.db import AnswerMetric, Feedback, read_session, utcnow, write_session
 from server.errors import NotFound
 
 Rating = Literal["up", "down"]
@@ -54,3 +54,15 @@ class FeedbackService:
             session.flush()
             session.refresh(row)
             return row
+
+    def ratings(self, user_id: int, answer_ids: list[int]) -> dict[int, str]:
+        """The user's own ratings of these answers, so a reloaded chat shows them."""
+        if not answer_ids:
+            return {}
+        with read_session(self.engine) as session:
+            rows = session.exec(
+                select(Feedback.answer_id, Feedback.rating)
+                .join(AnswerMetric, col(AnswerMetric.id) == Feedback.answer_id)
+                .where(col(Feedback.answer_id).in_(answer_ids), AnswerMetric.user_id == user_id)
+            ).all()
+        return dict(rows)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -14,6 +14,11 @@ from server.errors import BackendError, Busy
 from server.llm.base import Backend, GenerationRequest
 
 log = logging.getLogger(__name__)
+
+# Told of each backend skipped, with its name and why in one word: excluded, cooling_down,
+# timeout, no_output or error (the Prometheus failover counter listens); the chain never
+# learns who listens.
+SkipObserver = Callable[[str, str], None]
 
 
 @dataclass
@@ -23,6 +28,12 @@ class Generation:
     tokens: AsyncIterator[str]
     skipped: list[dict[str, str]] = field(default_factory=list)
     first_token_at: float = 0.0
+
+
+def _kind(exc: BaseException) -> str:
+    if isinstance(exc, StopAsyncIteration):
+        return "no_output"
+    return "timeout" if isinstance(exc, TimeoutError) else "error"
 
 
 def _reason(exc: BaseException) -> str:
@@ -40,6 +51,7 @@ class FailoverChain:
         *,
         cooldown_s: float = 30.0,
         first_token_timeout_s: float = 30.0,
+        observers: list[SkipObserver] | None = None,
     ) -> None:
         if not backends:
             raise ValueError("at least one backend is required")
@@ -47,6 +59,15 @@ class FailoverChain:
         self.cooldown_s = cooldown_s
         self.first_token_timeout_s = first_token_timeout_s
         self._failed_at: dict[int, float] = {}  # by position: two backends may share a name
+        self.observers = observers if observers is not None else []
+
+    def _skip(self, skipped: list[dict[str, str]], backend: str, reason: str, kind: str) -> None:
+        skipped.append({"backend": backend, "reason": reason})
+        for observer in self.observers:
+            try:
+                observer(backend, kind)
+            except Exception:  # a listener's fault never costs an answer
+                log.exception("a failover observer failed")
 
     def describe(self) -> list[dict[str, object]]:
         return [b.describe() for b in self.backends]
@@ -66,11 +87,11 @@ class FailoverChain:
         skipped: list[dict[str, str]] = []
         for position, backend in self._order(prefer):
             if backend.name in exclude:
-                skipped.append({"backend": backend.name, "reason": "not included in the plan"})
+                self._skip(skipped, backend.name, "not included in the plan", "excluded")
                 continue
             failed = self._failed_at.get(position)
             if failed is not None and time.monotonic() - failed < self.cooldown_s:
-                skipped.append({"backend": backend.name, "reason": "cooling down after a failure"})
+                self._skip(skipped, backend.name, "cooling down after a failure", "cooling_down")
                 continue
             stream = cast(AsyncGenerator[str, None], backend.stream(request))
             try:
@@ -82,7 +103,7 @@ class FailoverChain:
             except (Exception, TimeoutError) as exc:
                 await stream.aclose()
                 self._failed_at[position] = time.monotonic()
-                skipped.append({"backend": backend.name, "reason": _reason(exc)})
+                self._skip(skipped, backend.name, _reason(exc), _kind(exc))
                 log.warning(
                     "backend %s failed before its first token: %s", backend.name, _reason(exc)
                 )

@@ -63,6 +63,11 @@ class IngestSummary:
         return asdict(self)
 
 
+# Told of each ingestion run's summary (the Prometheus ingestion counters listen); the
+# ingestor never learns who listens.
+IngestObserver = Callable[[IngestSummary], None]
+
+
 def embedding_input(title: str, draft: ChunkDraft) -> str:
     """Title and heading ride along with the text so short sections stay findable."""
     return "\n".join(part for part in (title, draft.heading, draft.text) if part)
@@ -80,6 +85,7 @@ class Ingestor:
         chunk_overlap: int,
         max_file_bytes: int,
         uploads_dir: Path | None = None,
+        observers: list[IngestObserver] | None = None,
     ) -> None:
         self.engine = engine
         self.embedder = embedder
@@ -89,6 +95,7 @@ class Ingestor:
         self.chunk_tokens = chunk_tokens
         self.chunk_overlap = chunk_overlap
         self.max_file_bytes = max_file_bytes
+        self.observers = observers if observers is not None else []
 
     # --- naming -------------------------------------------------------------------------
     def source_name(self, path: Path) -> str:
@@ -203,6 +210,11 @@ class Ingestor:
                     summary.removed_chunks += removed
         if summary.added_documents or summary.updated_documents or summary.removed_documents:
             self.index.save()
+        for observer in self.observers:
+            try:
+                observer(summary)
+            except Exception:  # a listener's fault never fails an ingestion
+                log.exception("an ingestion observer failed")
         return summary
 
     @staticmethod
