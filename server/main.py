@@ -44,7 +44,7 @@ from server.errors import AppError, error_body
 from server.http.metrics import Metrics, MetricsMiddleware
 from server.schemas import COMMON_ERRORS
 from server.startup import StartupCancelled
-from server.web import account_pages, pages
+from server.web import account_pages, admin_pages, pages
 
 log = logging.getLogger("server.http")
 
@@ -284,6 +284,7 @@ def create_app(settings: Settings | None = None, *, start_in_background: bool = 
     # The web pages: no OpenAPI entries, and their static files under /static/web.
     app.include_router(pages.router)
     app.include_router(account_pages.router)
+    app.include_router(admin_pages.router)
     app.mount("/static/web", pages.static, name="web-static")
     if settings.cors_origins:
         app.add_middleware(

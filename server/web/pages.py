@@ -56,6 +56,10 @@ def conversation_page(conversation_id: int, page: PageDep) -> Response:
             text="It may have been deleted. Start a new chat instead.",
         )
     messages = [_message_view(m) for m in store.messages(conversation_id)]
+    rated = [m["metrics"]["answer_id"] for m in messages if m.get("metrics", {}).get("answer_id")]
+    ratings = page.components.feedback.ratings(page.user.id, rated)
+    for m in messages:
+        m["rating"] = ratings.get(m.get("metrics", {}).get("answer_id"))
     return page.render("chat.html", conversation=conversation, messages=messages)
 
 

@@ -40,6 +40,16 @@ def test_register_ask_reload_then_rename_and_delete_the_conversation(browse: Bro
     chats = page.locator("#chat-list li")
     chats.first.locator("a").wait_for()
     assert chats.count() == 1 and page.url == conversation
+    # the reloaded answer can still be rated, and shows the rating after the next reload
+    reloaded = page.locator(".msg.assistant")
+    reloaded.get_by_role("button", name="Helpful", exact=True).click()
+    reloaded.get_by_text("Thanks for the feedback.").wait_for()
+    page.reload()
+    helpful = page.locator(".msg.assistant").get_by_role("button", name="Helpful", exact=True)
+    assert helpful.get_attribute("aria-pressed") == "true"
+    answer_id = int(page.locator(".msg.assistant").get_attribute("data-answer-id") or 0)
+    user = browse.site.components.accounts.find_by_email("casey@example.com")
+    assert browse.site.components.feedback.ratings(user.id, [answer_id]) == {answer_id: "up"}
     assert serious_violations(page) == []
     browse.shot(page, "conversation")
 

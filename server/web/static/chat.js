@@ -84,10 +84,10 @@
   }
 
   // --- feedback ------------------------------------------------------------------------
-  function feedbackBar(answer) {
+  function feedbackBar(answer, rating = "") {
     // Words, not emoji: a box's tablet may have no emoji font.
-    const up = el("button", { type: "button", className: "small", "aria-pressed": "false", text: "Helpful" });
-    const down = el("button", { type: "button", className: "small", "aria-pressed": "false", text: "Not helpful" });
+    const up = el("button", { type: "button", className: "small", "aria-pressed": String(rating === "up"), text: "Helpful" });
+    const down = el("button", { type: "button", className: "small", "aria-pressed": String(rating === "down"), text: "Not helpful" });
     const note = el("span", { className: "muted small", role: "status" });
     const bar = el("div", { className: "feedback" }, up, down, note);
     const send = async (rating, comment) => {
@@ -370,6 +370,10 @@
     $("chat-search-q").addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(loadChats, 250); });
     $("chat-search").addEventListener("submit", (event) => { event.preventDefault(); loadChats(); });
     loadChats();
+  }
+  // A reloaded conversation's answers can be rated too, showing the rating already given.
+  for (const node of thread.querySelectorAll(".msg.assistant[data-answer-id]")) {
+    node.append(feedbackBar({ answer_id: Number(node.dataset.answerId) }, node.dataset.rating || ""));
   }
   thread.lastElementChild?.scrollIntoView({ block: "end" });
 })();

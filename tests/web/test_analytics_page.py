@@ -1,0 +1,89 @@
+"""The analytics page in Chromium: questions per day over a seeded week, feedback by backend
+and skill level, and a question the knowledge base cannot answer, thumbed down in the chat,
+heading "What to write next"."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+
+from server.db import AnswerMetric, utcnow, write_session
+from tests.helpers import PASSWORD
+from tests.web.conftest import DESKTOP, PHONE, Browse, serious_violations
+from tests.web.test_admin_page import sign_in
+from tests.web.test_chat_page import ask
+
+pytestmark = pytest.mark.one_pass  # see tests/web/conftest.py
+
+OFF_TOPIC = "What is the capital of France?"
+# The best score fusion gives (first in both rankings at rrf_k 60): no gap here.
+GOOD_SOURCE = json.dumps(
+    [{"n": 1, "source": "knowledge/ropes.md", "title": "Ropes", "score": 2 / 61}]
+)
+
+
+def _seed_week(browse: Browse) -> None:
+    """Three answers two days ago and one five days ago, all by the extractive backend."""
+    with write_session(browse.site.components.engine) as session:
+        for age, latency in ((2, 400), (2, 500), (2, 600), (5, 700)):
+            session.add(
+                AnswerMetric(
+                    question="How long is a heading rope?",
+                    response="About 30 to 35 feet [1].",
+                    chunks_used=1,
+                    sources_json=GOOD_SOURCE,
+                    model="extractive",
+                    backend="extractive",
+                    skill_level="intermediate",
+                    latency_ms=latency,
+                    created_at=utcnow() - timedelta(days=age),
+                )
+            )
+
+
+def test_an_admin_reads_the_analytics_and_the_knowledge_gaps(browse: Browse) -> None:
+    _seed_week(browse)
+    browse.site.components.accounts.create_admin("stats@example.com", PASSWORD)
+    page, _ = browse.open("/sign-in", size=DESKTOP)
+    sign_in(page, "stats@example.com")
+    answer = ask(page, OFF_TOPIC)
+    answer.get_by_role("button", name="Not helpful").click()
+    answer.get_by_text("Thanks for the feedback.").wait_for()
+
+    page.goto("/admin")
+    page.get_by_role("navigation", name="Admin").get_by_role("link", name="Analytics").click()
+    page.wait_for_url("**/admin/analytics")
+    page.get_by_label("Period").select_option("7")
+    page.get_by_role("button", name="Show").click()
+    page.wait_for_url("**/admin/analytics?days=7")
+    facts = page.locator("section", has=page.get_by_role("heading", name="Answers"))
+    assert "Questions\n5" in facts.inner_text()
+    assert page.locator(".chart rect").count() == 7
+    heights = [
+        float(h or 0)
+        for h in page.locator(".chart rect").evaluate_all(
+            "bars => bars.map(b => b.getAttribute('height'))"
+        )
+    ]
+    assert heights[-3] == max(heights) and heights.count(0) == 4  # 3 two days ago, 1 today
+    page.get_by_text("As a table").click()
+    assert page.get_by_role("row", name="1 1 0 0").count() >= 1
+
+    skills = page.locator("section", has=page.get_by_role("heading", name="By skill level"))
+    # the four seeded answers, and the admin's question at the profile's default level
+    assert skills.get_by_role("row", name="intermediate").locator("td").first.inner_text() == "5"
+    gaps = page.locator("section", has=page.get_by_role("heading", name="What to write next"))
+    first = gaps.locator(".gap").first
+    assert OFF_TOPIC in first.inner_text()
+    assert "thumbs-down" in first.inner_text() and "knowledge/" in first.inner_text()
+    assert serious_violations(page) == []
+    browse.shot(page, "analytics")
+
+    phone, _ = browse.open("/sign-in", size=PHONE)
+    sign_in(phone, "stats@example.com")
+    phone.goto("/admin/analytics?days=oops")  # an odd address falls back to 30 days
+    assert phone.get_by_label("Period").input_value() == "30"
+    assert serious_violations(phone) == []
+    browse.shot(phone, "analytics")
