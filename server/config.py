@@ -183,6 +183,12 @@ class Settings(BaseSettings):
     stripe_pro_plan_id: str | None = Field(
         default=None, description="The Stripe plan for Pro; `rodeoai billing sync` creates one."
     )
+    stripe_publishable_key: str | None = Field(
+        default=None,
+        pattern=r"^pk_(test|live)_[A-Za-z0-9]+$",
+        description="Stripe's publishable key: the billing page then takes cards with "
+        "Stripe.js (loaded from js.stripe.com on that page only). Unset: no card form.",
+    )
     webhook_tolerance_s: int = Field(default=300, ge=30, le=3600)
     default_plan: Literal["free", "pro"] = Field(
         default="free", description="Plan of every user without a subscription."

@@ -41,6 +41,7 @@ from server.api import (
 from server.components import Components
 from server.config import Settings
 from server.errors import AppError, error_body
+from server.http.csp import STRICT_CSP
 from server.http.metrics import Metrics, MetricsMiddleware
 from server.schemas import COMMON_ERRORS
 from server.startup import StartupCancelled
@@ -48,10 +49,6 @@ from server.web import account_pages, admin_pages, pages
 
 log = logging.getLogger("server.http")
 
-STRICT_CSP = (
-    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
-    "frame-ancestors 'none'; form-action 'self'; script-src 'self'; style-src 'self'"
-)
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -110,7 +107,11 @@ class GuardMiddleware:
                 response_started = True
                 status = message["status"]
                 extra = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
-                extra.append((b"content-security-policy", STRICT_CSP.encode()))
+                # A page that needs more (the billing page's Stripe.js) sets its own.
+                if not any(
+                    k.lower() == b"content-security-policy" for k, _ in message.get("headers", [])
+                ):
+                    extra.append((b"content-security-policy", STRICT_CSP.encode()))
                 message["headers"] = [
                     *message.get("headers", []),
                     *extra,

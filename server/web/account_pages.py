@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from server.errors import AppError
 from server.http import session as cookies
+from server.http.csp import STRIPE_CSP
 from server.schemas import Event, ProfilePatch
 from server.web.context import Page, PageDep
 
@@ -252,10 +253,15 @@ def billing_page(page: PageDep) -> Response:
         return page.render("billing_off.html")
     if page.user is None:
         return page.redirect("/sign-in?next=/billing")
-    return page.render(
+    key = page.components.settings.stripe_publishable_key
+    response = page.render(
         "billing.html",
         account=billing.status(page.user),
         plans=list(billing.plans.values()),
         currency=page.components.settings.currency,
         history=billing.history(page.user),
+        stripe_key=key,
     )
+    if key:  # Stripe.js and its card iframes, on this page alone
+        response.headers["Content-Security-Policy"] = STRIPE_CSP
+    return response
