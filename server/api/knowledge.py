@@ -1,9 +1,11 @@
-"""Administration of the knowledge base: list, upload (with ingestion progress), remove."""
+"""Administration of the knowledge base: list, upload (with ingestion progress), remove,
+and rebuild the vector index."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -36,6 +38,22 @@ async def remove_document(
     """Remove a document and its chunks from the index."""
     removed = await asyncio.to_thread(components.ingestor.remove, source)
     return {"removed_chunks": removed}
+
+
+@router.post("/index/rebuild")
+async def rebuild_index(_admin: AdminUser, components: ComponentsDep) -> dict[str, Any]:
+    """Rebuild the FAISS index from the embeddings stored in the database (nothing is
+    re-encoded). Searches keep working meanwhile; the new index replaces the old at once."""
+    index = components.index
+
+    def rebuild() -> float:
+        started = time.monotonic()
+        index.check_embedder(components.engine)
+        index.rebuild(components.engine)
+        return time.monotonic() - started
+
+    seconds = await asyncio.to_thread(rebuild)
+    return {"vectors": index.count, "generation": index.generation, "seconds": round(seconds, 2)}
 
 
 @router.post(

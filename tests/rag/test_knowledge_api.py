@@ -114,3 +114,23 @@ def test_a_session_cookie_needs_the_csrf_header_to_change_anything(api: TestClie
     assert fine.status_code == 200 and fine.json()["display_name"] == "Cookie"
     form = api.post("/sign-out", data={"csrf_token": "guess"})
     assert form.status_code == 403
+
+
+def test_an_admin_rebuilds_an_emptied_index_from_the_stored_embeddings(api: TestClient) -> None:
+    components = api.app.state.components  # type: ignore[attr-defined]
+    api.cookies.clear()  # earlier tests' session cookies
+    assert api.post("/api/admin/index/rebuild").status_code == 401
+    user = sign_up(api, "roper@example.com")
+    assert api.post("/api/admin/index/rebuild", headers=user).status_code == 403
+    chunks = sum(d["chunks"] for d in components.ingestor.documents())
+    index = components.index
+    with index._lock.write():  # a lost index in memory: every search would come back empty
+        index._index = index._empty()
+    assert index.count == 0
+
+    admin = sign_up(api, "admin@example.com")
+    reply = api.post("/api/admin/index/rebuild", headers=admin)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["vectors"] == chunks == index.count
+    vector = components.embedder.encode(["heading rope length"])[0]
+    assert len(index.search(vector, 5)) == 5  # dense search finds passages again

@@ -42,6 +42,12 @@ def test_an_admin_uploads_a_document_watches_it_ingest_and_it_is_cited(
     page.wait_for_url("**/admin")
     assert page.locator("#documents tbody tr").count() >= 30
     assert serious_violations(page) == []
+    page.get_by_role("button", name="Rebuild search index").click()
+    rebuilt = page.locator("#admin-status", has_text="Search index rebuilt")
+    rebuilt.wait_for(timeout=60_000)
+    components = browse.site.components
+    assert f"{components.index.count} passages" in rebuilt.inner_text()
+    assert components.index.count == sum(d["chunks"] for d in components.ingestor.documents())
 
     upload = tmp_path / "wrangler-creek.md"
     upload.write_text(NOTES)

@@ -95,6 +95,18 @@
     button.closest("tr").remove();
   });
 
+  $("rebuild-index").addEventListener("click", async (event) => {
+    const button = event.currentTarget;
+    button.disabled = true;
+    say("Rebuilding the search index…");
+    const response = await api("/api/admin/index/rebuild", { method: "POST" }).catch(() => null);
+    button.disabled = false;
+    if (!response) { say("Cannot reach the box; nothing was changed.", true); return; }
+    if (!response.ok) { say((await errorOf(response)).message, true); return; }
+    const done = await response.json();
+    say(`Search index rebuilt: ${done.vectors} passages in ${done.seconds} s.`);
+  });
+
   $("users").addEventListener("click", async (event) => {
     const button = event.target.closest("button[data-save]");
     if (!button) return;
