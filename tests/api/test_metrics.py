@@ -24,6 +24,9 @@ from tests.conftest import settings_for
 from tests.helpers import PASSWORD, bearer, sign_up
 from tests.servers import copy_data, free_port
 
+# Counters fed by the same services whose database work other tests check on both engines.
+pytestmark = pytest.mark.one_pass
+
 QUESTIONS = (
     "What rope length should a beginner header use?",
     "What is the penalty for a knocked barrel?",

@@ -139,6 +139,7 @@ def test_knowledge_files_are_named_relative_to_the_knowledge_folder(
     )
 
 
+@pytest.mark.one_pass  # the output format; ingestion itself runs on both engines above
 def test_cli_ingest_prints_a_summary_line_and_json(tmp_path: Path, folder: Path) -> None:
     data = tmp_path / "cli-data"
     first = run_cli("ingest", str(folder), data_dir=data)
