@@ -144,11 +144,12 @@ def browse(browser: Any, site: Site, request: pytest.FixtureRequest) -> Iterator
         session.close()
 
 
-def serious_violations(page: Any) -> list[str]:
-    """axe-core's serious and critical findings on the page as it is now."""
+def serious_violations(page: Any, *, exclude: list[str] | None = None) -> list[str]:
+    """axe-core's serious and critical findings on the page as it is now, outside the
+    `exclude` selectors."""
     from axe_playwright_python.sync_playwright import Axe
 
-    results = Axe().run(page)
+    results = Axe().run(page, context={"exclude": [[s] for s in exclude]} if exclude else None)
     return [
         f"{v['id']}: {v['help']} ({len(v['nodes'])} nodes: {v['nodes'][0]['target']})"
         for v in results.response["violations"]
