@@ -118,12 +118,7 @@ class ExperimentService:
 
     def create(self, body: ExperimentIn) -> dict[str, Any]:
         with write_session(self.engine) as session:
-            running = session.exec(select(Experiment).where(Experiment.status == "running"))
-            if current := running.first():
-                raise Conflict(
-                    f"experiment {current.id} ({current.name}) is running; stop it first",
-                    code="experiment_running",
-                )
+            self._refuse_while_running(session)
             variants = [v.model_dump(exclude_none=True) for v in body.variants]
             experiment = Experiment(name=body.name, variants_json=json.dumps(variants))
             session.add(experiment)
@@ -172,12 +167,7 @@ class ExperimentService:
         winner does). Refused while an experiment runs: its variants answer everyone then,
         and promoting its winner would silently replace this one."""
         with write_session(self.engine) as session:
-            running = session.exec(select(Experiment).where(Experiment.status == "running"))
-            if current := running.first():
-                raise Conflict(
-                    f"experiment {current.id} ({current.name}) is running; stop it first",
-                    code="experiment_running",
-                )
+            self._refuse_while_running(session)
             set_meta(session, DEFAULT_KEY, spec.model_dump_json(exclude_none=True))
         self._forget()
         return spec.model_dump(exclude_none=True)
@@ -226,6 +216,15 @@ class ExperimentService:
     def _forget(self) -> None:
         with self._lock:
             self._cached = None
+
+    @staticmethod
+    def _refuse_while_running(session: Any) -> None:
+        running = session.exec(select(Experiment).where(Experiment.status == "running"))
+        if current := running.first():
+            raise Conflict(
+                f"experiment {current.id} ({current.name}) is running; stop it first",
+                code="experiment_running",
+            )
 
     @staticmethod
     def _find(session: Any, experiment_id: int) -> Experiment:

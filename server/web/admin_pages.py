@@ -10,24 +10,10 @@ from fastapi.responses import Response
 
 from server.chat.variants import PromptStyle, RetrievalMode
 from server.learning.experiments import BACKENDS
-from server.web.context import Page, PageDep
+from server.web.context import PageDep
 
 router = APIRouter(include_in_schema=False)
 CHANGES = ("backend", "model", "prompt_style", "top_k", "retrieval")
-
-
-def _refuse(page: Page, path: str) -> Response | None:
-    """A redirect to sign in, a 403 page for non-admins, or None for an administrator."""
-    if page.user is None:
-        return page.redirect(f"/sign-in?next={path}")
-    if page.user.role != "admin":
-        return page.render(
-            "message.html",
-            403,
-            title="Administrators only",
-            text="Ask an administrator of this box for access.",
-        )
-    return None
 
 
 def changes(variant: dict[str, Any]) -> str:
@@ -40,7 +26,7 @@ def changes(variant: dict[str, Any]) -> str:
 @router.get("/admin/experiments")
 def experiments_page(page: PageDep) -> Response:
     """Every experiment, newest first, with its results; the form to start the next one."""
-    if refused := _refuse(page, "/admin/experiments"):
+    if refused := page.refuse_unless_admin("/admin/experiments"):
         return refused
     service = page.components.experiments
     experiments = []
@@ -86,7 +72,7 @@ def day_bars(per_day: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def analytics_page(page: PageDep, days: str = "30") -> Response:
     """Questions per day, latency, feedback by backend and skill level, and what to write
     next in the knowledge base."""
-    if refused := _refuse(page, "/admin/analytics"):
+    if refused := page.refuse_unless_admin("/admin/analytics"):
         return refused
     # One of the offered periods; a hand-edited address falls back rather than erring.
     period = int(days) if days.isdigit() and int(days) in PERIODS else 30

@@ -68,6 +68,19 @@ class Page:
         response = templates.TemplateResponse(self.request, template, context, status_code=status)
         return self.finish(response)
 
+    def refuse_unless_admin(self, path: str) -> Response | None:
+        """A redirect to sign in, a 403 page for non-admins, or None for an administrator."""
+        if self.user is None:
+            return self.redirect(f"/sign-in?next={path}")
+        if self.user.role != "admin":
+            return self.render(
+                "message.html",
+                403,
+                title="Administrators only",
+                text="Ask an administrator of this box for access.",
+            )
+        return None
+
     def redirect(self, to: str) -> Response:
         return self.finish(RedirectResponse(to, status_code=303))
 

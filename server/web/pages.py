@@ -118,15 +118,8 @@ def favicon() -> FileResponse:
 @router.get("/admin")
 def admin_page(page: PageDep) -> Response:
     """Users and knowledge, for administrators."""
-    if page.user is None:
-        return page.redirect("/sign-in?next=/admin")
-    if page.user.role != "admin":
-        return page.render(
-            "message.html",
-            403,
-            title="Administrators only",
-            text="Ask an administrator of this box for access.",
-        )
+    if refused := page.refuse_unless_admin("/admin"):
+        return refused
     components = page.components
     return page.render(
         "admin.html",

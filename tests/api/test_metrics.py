@@ -4,7 +4,6 @@ series must exist and must have moved by exactly what the traffic did."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from server.db import counts
 from server.http.metrics import Metrics
 from server.main import create_app
 from tests.conftest import settings_for
-from tests.helpers import PASSWORD, bearer, sign_up
+from tests.helpers import PASSWORD, bearer, sign_up, sse_events
 from tests.servers import copy_data, free_port
 
 # Counters fed by the same services whose database work other tests check on both engines.
@@ -62,15 +61,6 @@ def scrape(client: TestClient, **headers: str) -> Scrape:
     return Scrape(reply.text)
 
 
-def events(body: str) -> list[tuple[str, dict[str, Any]]]:
-    found = []
-    for block in body.replace("\r\n", "\n").split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-        if "event" in lines:
-            found.append((lines["event"], json.loads(lines["data"])))
-    return found
-
-
 def ask(client: TestClient, question: str) -> dict[str, Any]:
     reply = client.post("/api/chat", json={"messages": [{"role": "user", "content": question}]})
     assert reply.status_code == 200, reply.text
@@ -96,7 +86,7 @@ def test_requests_answers_index_and_ingestion_move_with_the_traffic(
         "/api/chat/stream", json={"messages": [{"role": "user", "content": QUESTIONS[0]}]}
     )
     assert streamed.status_code == 200
-    last, streamed_answer = events(streamed.text)[-1]
+    last, streamed_answer = sse_events(streamed.text)[-1]
     assert last == "done"
     answers.append(streamed_answer)
     rider = sign_up(extractive, "rider@example.com")
@@ -107,7 +97,7 @@ def test_requests_answers_index_and_ingestion_move_with_the_traffic(
         "/api/admin/documents", headers=admin, files={"file": ("sandy-flats.md", DOC)}
     )
     assert upload.status_code == 200, upload.text
-    summary = events(upload.text)[-1][1]
+    summary = sse_events(upload.text)[-1][1]
     assert summary["added_documents"] == 1 and summary["added_chunks"] >= 1
     after = scrape(extractive)
 

@@ -7,7 +7,6 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -16,20 +15,12 @@ from sqlalchemy import text
 
 from server.db import make_engine
 from tests.conftest import settings_for
+from tests.helpers import sse_events
 from tests.servers import copy_data, rodeoai_server
 
 pytestmark = pytest.mark.one_pass  # the PostgreSQL pass leaves these to SQLite
 
 ASK = {"messages": [{"role": "user", "content": "How do I keep my thumb safe when dallying?"}]}
-
-
-def sse_events(text: str) -> list[tuple[str, dict[str, Any]]]:
-    events = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-        if "event" in fields:
-            events.append((fields["event"], json.loads(fields["data"])))
-    return events
 
 
 def test_sse_sends_sources_then_tokens_then_done(client: TestClient) -> None:

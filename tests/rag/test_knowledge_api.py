@@ -3,7 +3,6 @@ Also the web session rules the pages rely on: a cookie alone cannot change anyth
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from fastapi.testclient import TestClient
 from server.config import Settings
 from server.main import create_app
 from tests.conftest import settings_for
-from tests.helpers import PASSWORD, sign_up
+from tests.helpers import PASSWORD, sign_up, sse_events
 from tests.servers import copy_data
 
 DOC = b"# Dry Creek Jackpot\n\nThe Dry Creek jackpot pays four holes and starts at noon sharp.\n"
@@ -32,15 +31,6 @@ def api(settings: Settings) -> Iterator[TestClient]:
         yield client
 
 
-def events(body: str) -> list[tuple[str, dict[str, object]]]:
-    found = []
-    for block in body.replace("\r\n", "\n").split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-        if "event" in lines:
-            found.append((lines["event"], json.loads(lines["data"])))
-    return found
-
-
 def test_upload_streams_progress_then_the_document_is_searchable_and_removable(
     api: TestClient,
 ) -> None:
@@ -49,7 +39,7 @@ def test_upload_streams_progress_then_the_document_is_searchable_and_removable(
         "/api/admin/documents", headers=admin, files={"file": ("../../dry creek.md", DOC)}
     )
     assert reply.status_code == 200, reply.text
-    seen = events(reply.text)
+    seen = sse_events(reply.text)
     assert seen[0] == ("saved", {"source": "uploads/dry-creek.md"})  # the path was dropped
     assert any(name == "progress" for name, _ in seen)
     name, summary = seen[-1]
@@ -62,7 +52,7 @@ def test_upload_streams_progress_then_the_document_is_searchable_and_removable(
     passage = api.get(f"/api/passages/{hits[0]['chunk_id']}").json()
     assert "four holes" in passage["text"] and passage["title"] == "Dry Creek Jackpot"
 
-    again = events(
+    again = sse_events(
         api.post("/api/admin/documents", headers=admin, files={"file": ("dry-creek.md", DOC)}).text
     )
     assert again[-1][1]["unchanged_documents"] == 1  # the same file twice changes nothing
