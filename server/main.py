@@ -43,6 +43,7 @@ from server.config import Settings
 from server.errors import AppError, error_body
 from server.http.csp import STRICT_CSP
 from server.http.metrics import Metrics, MetricsMiddleware
+from server.mcp.http import McpEndpoint
 from server.schemas import COMMON_ERRORS
 from server.startup import StartupCancelled
 from server.web import account_pages, admin_pages, pages
@@ -235,6 +236,7 @@ def create_app(settings: Settings | None = None, *, start_in_background: bool = 
     questions wait up to RODEOAI_STARTUP_WAIT_S for them, then get 503 `starting`."""
     settings = settings or Settings()
     components = Components(settings)
+    mcp_endpoint = McpEndpoint(components)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -243,7 +245,8 @@ def create_app(settings: Settings | None = None, *, start_in_background: bool = 
         if not start_in_background:
             await asyncio.to_thread(loader.join)
         purger = asyncio.create_task(_purge_answers(components))
-        yield
+        async with mcp_endpoint.running():  # MCP's request handling lives in this scope
+            yield
         purger.cancel()
         components.startup.stop.set()  # a shutdown mid-load stops at the next file
         await asyncio.to_thread(loader.join, 30)
@@ -287,6 +290,7 @@ def create_app(settings: Settings | None = None, *, start_in_background: bool = 
     app.include_router(account_pages.router)
     app.include_router(admin_pages.router)
     app.mount("/static/web", pages.static, name="web-static")
+    app.router.routes.append(mcp_endpoint.route())  # MCP over streamable HTTP at /mcp
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -37,20 +37,13 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 async def _begin(
     body: ChatRequest, components: Components, principal: Principal, api: str
 ) -> ChatRun:
-    user = principal.user
-    level = (
-        body.skill_level
-        or (user.skill_level if user else None)
-        or (components.settings.default_skill_level)
-    )
-    return await components.chat.begin(
+    return await components.chat.begin_for(
+        principal,
         [m.model_dump() for m in body.messages],
-        skill_level=level,  # type: ignore[arg-type]
-        user_id=user.id if user else None,
+        skill_level=body.skill_level,
         conversation_id=body.conversation_id,
         save=body.save,
         api=api,
-        guest_key=principal.guest_key,
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from server.accounts.service import Principal
 from server.billing.plans import BillingService
 from server.chat.answers import ChatAnswer, ChatRun, answer_of
 from server.chat.conversations import ConversationStore
@@ -87,6 +88,32 @@ class ChatService:
             )
         history = [m for m in messages[:-1] if m["role"] in {"user", "assistant"}]
         return question, history
+
+    async def begin_for(
+        self,
+        principal: Principal,
+        messages: list[dict[str, str]],
+        *,
+        skill_level: SkillLevel | None = None,
+        conversation_id: int | None = None,
+        save: bool = False,
+        api: str = "chat",
+    ) -> ChatRun:
+        """`begin` for a caller: the depth asked for, else the user's profile, else the box's
+        default; billed to, and recorded for, the signed-in user or the guest."""
+        user = principal.user  # a profile holds a valid level (the API checks it)
+        level = (
+            skill_level or (user.skill_level if user else None) or self.settings.default_skill_level
+        )
+        return await self.begin(
+            messages,
+            skill_level=level,  # type: ignore[arg-type]
+            user_id=user.id if user else None,
+            conversation_id=conversation_id,
+            save=save,
+            api=api,
+            guest_key=principal.guest_key,
+        )
 
     async def begin(
         self,

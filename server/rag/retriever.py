@@ -97,6 +97,22 @@ class Retriever:
             raise NotFound("no such passage; the document may have been removed")
         return found[0]
 
+    def document_passages(self, source: str) -> list[Hit]:
+        """Every chunk of one document in order: the document as the knowledge base holds it
+        (cleaned at ingestion, hidden text gone), for a reader that wants it whole."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT c.id, d.source, d.title, c.text, c.location, c.heading "
+                    "FROM chunk c JOIN document d ON d.id = c.document_id "
+                    "WHERE d.source = :source ORDER BY c.ordinal"
+                ),
+                {"source": source},
+            ).all()
+        if not rows:
+            raise NotFound(f"no document {source!r}; list_sources names them")
+        return [Hit(int(r[0]), 1.0, r[1], r[2], r[3], location=r[4], heading=r[5]) for r in rows]
+
     def _hydrate(self, ranked: list[tuple[int, float]]) -> list[Hit]:
         if not ranked:
             return []
