@@ -12,11 +12,11 @@ LLAMA  := 0.3.36
 LLAMA_INSTALL = $(BIN)/pip install --quiet --no-index --no-deps \
 	--find-links "$$(sh scripts/llama_wheel.sh $(BIN)/pip $(LLAMA))" llama-cpp-python==$(LLAMA)
 
-.PHONY: run test lint format bench setup setup-dev clean help
+.PHONY: run test e2e-openwebui lint format bench setup setup-dev clean help
 .DEFAULT_GOAL := help
 
 help:  ## List the targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ test: setup-dev  ## Set up and run the test suite: on SQLite, then on a real Pos
 	@sh scripts/ensure_chromium.sh
 	$(BIN)/pytest
 	$(BIN)/pytest --database postgresql
+
+e2e-openwebui: setup-dev  ## RodeoAI behind the real Open WebUI 0.12.4 (its venv is cached; first run minutes, ~3 GB)
+	@sh scripts/openwebui_env.sh
+	$(BIN)/pytest tests/e2e/test_openwebui.py --openwebui
 
 lint: setup-dev  ## ruff, mypy and the import contracts
 	$(BIN)/ruff check server tests scripts
