@@ -124,6 +124,20 @@ class Settings(BaseSettings):
         default="intermediate", description="Depth of answers when the request gives none."
     )
 
+    # --- the OpenAI- and Ollama-compatible APIs (/v1, /ollama) -------------------------
+    detect_client_tasks: bool = Field(
+        default=True,
+        description="Recognise a chat front end's background tasks (Open WebUI's titles, "
+        "tags, follow-ups and search queries; LibreChat's titles) and answer them without "
+        "the LLM, a quota debit or an answer record. Off: only requests naming the model "
+        "rodeoai-tasks are answered as tasks.",
+    )
+    sources_footer: bool = Field(
+        default=True,
+        description="End each answer's text with a numbered Sources list (title and "
+        "location of each cited passage), for clients that show only the text.",
+    )
+
     # --- accounts and sign-in ----------------------------------------------------------
     access_mode: Literal["open", "accounts"] = Field(
         default="open",

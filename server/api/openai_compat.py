@@ -1,7 +1,9 @@
 """An OpenAI-compatible API, so existing OpenAI clients and UIs can use RodeoAI.
 
 Answers include retrieval: each is grounded in the knowledge base, with the sources in an
-extra `rodeoai` field. Our API keys (rk_...) work as the OpenAI key.
+extra `rodeoai` field and, for clients that read only the text, a Sources footer. Our API
+keys (rk_...) work as the OpenAI key. A second model, `rodeoai-tasks`, answers a front
+end's background tasks (titles, tags, follow-ups) without the LLM.
 """
 
 from __future__ import annotations
@@ -12,21 +14,34 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from server.api.compat import StreamEnd, checked_pieces
-from server.api.deps import CompatChat, CompatReader, CompatSearch, ComponentsDep
+from server.accounts.service import Principal
+from server.api.compat import (
+    StreamEnd,
+    admit,
+    checked_pieces,
+    client_task,
+    is_task_model,
+    shown_text,
+    task_reply,
+)
+from server.api.deps import CompatReader, CompatSearch, ComponentsDep, compat_identity
 from server.chat.answers import ChatRun, answer_dict
+from server.chat.client_tasks import TASK_MODEL
 from server.components import Components
 from server.rag.embedder import embed_inputs
 from server.schemas import error_responses
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 MODEL_ID = "rodeoai"
+# Who is asking, not yet admitted: a question and a task are limited differently (`admit`).
+CompatCaller = Annotated[Principal, Depends(compat_identity)]
 
 
 class OAIMessage(BaseModel):
@@ -98,63 +113,112 @@ def _extra(run: ChatRun) -> dict[str, Any]:
         **error_responses(402),
         200: {
             "description": "A chat.completion object, or with `stream: true` server-sent "
-            "`chat.completion.chunk` events ending with `data: [DONE]`",
+            "`chat.completion.chunk` events ending with `data: [DONE]`. A chat front end's "
+            "background task (a title, tags, follow-ups), or any request naming the model "
+            f"`{TASK_MODEL}`, is answered in the shape its prompt asks for, without a quota "
+            "debit or an answer record; its `rodeoai` field says which task it was",
             "content": {"application/json": {}, "text/event-stream": {}},
         },
     },
 )
 async def chat_completions(
-    body: CompletionRequest, components: ComponentsDep, principal: CompatChat
+    body: CompletionRequest, components: ComponentsDep, caller: CompatCaller
 ) -> Any:
     """OpenAI Chat Completions, streaming or not, with retrieval and citations included."""
+    messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+    task = client_task(components, messages, body.model)
+    principal = admit(caller, components, task)
+    reply = Reply(
+        f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        int(time.time()),
+        TASK_MODEL if task is not None and is_task_model(body.model) else MODEL_ID,
+    )
+    if task is not None:
+        text = await task_reply(components, task)
+        extra = {"task": task.kind}
+        if not body.stream:
+            return reply.completion(text, extra)
+        return _sse(reply.chunks(_once(text), extra))
     run = await start(body, components, principal)
-    ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+    footer = components.settings.sources_footer
     if not body.stream:
         answer = await components.chat.complete(run)
+        return reply.completion(
+            shown_text(answer, footer=footer),
+            _extra(run),
+            (answer.tokens_in, answer.tokens_out),
+        )
+    return _sse(reply.chunks(checked_pieces(components.chat, run, footer=footer), None, run))
+
+
+@dataclass
+class Reply:
+    """One completion's identity, and its body or chunks in OpenAI's shapes."""
+
+    ident: str
+    created: int
+    model: str
+
+    def completion(
+        self, text: str, extra: dict[str, Any], tokens: tuple[int, int] = (0, 0)
+    ) -> dict[str, Any]:
         return {
-            "id": ident,
+            "id": self.ident,
             "object": "chat.completion",
-            "created": created,
-            "model": MODEL_ID,
+            "created": self.created,
+            "model": self.model,
             "choices": [
                 {
                     "index": 0,
                     "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": answer.response},
+                    "message": {"role": "assistant", "content": text},
                 }
             ],
             "usage": {
-                "prompt_tokens": answer.tokens_in,
-                "completion_tokens": answer.tokens_out,
-                "total_tokens": answer.tokens_in + answer.tokens_out,
+                "prompt_tokens": tokens[0],
+                "completion_tokens": tokens[1],
+                "total_tokens": tokens[0] + tokens[1],
             },
-            "rodeoai": _extra(run),
+            "rodeoai": extra,
         }
 
-    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+    def chunk(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
         payload = {
-            "id": ident,
+            "id": self.ident,
             "object": "chat.completion.chunk",
-            "created": created,
-            "model": MODEL_ID,
+            "created": self.created,
+            "model": self.model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
             **extra,
         }
         return f"data: {json.dumps(payload)}\n\n"
 
-    async def events() -> AsyncIterator[str]:
-        yield chunk({"role": "assistant", "content": ""})
-        async for piece in checked_pieces(components.chat, run):
+    async def chunks(
+        self,
+        pieces: AsyncIterator[str | StreamEnd],
+        extra: dict[str, Any] | None,
+        run: ChatRun | None = None,
+    ) -> AsyncIterator[str]:
+        """The stream: a role chunk, the text, a final chunk with the `rodeoai` field."""
+        yield self.chunk({"role": "assistant", "content": ""})
+        async for piece in pieces:
             if not isinstance(piece, StreamEnd):
-                yield chunk({"content": piece})
-            elif piece.error is None:
-                yield chunk({}, "stop", rodeoai=_extra(run))
+                yield self.chunk({"content": piece})
+            elif piece.error is not None:
+                yield self.chunk({}, "stop", rodeoai={"error": piece.error})
             else:
-                yield chunk({}, "stop", rodeoai={"error": piece.error})
+                yield self.chunk({}, "stop", rodeoai=_extra(run) if run else extra)
         yield "data: [DONE]\n\n"
 
+
+async def _once(text: str) -> AsyncIterator[str | StreamEnd]:
+    yield text
+    yield StreamEnd()
+
+
+def _sse(events: AsyncIterator[str]) -> StreamingResponse:
     return StreamingResponse(
-        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
     )
 
 
@@ -162,7 +226,10 @@ async def chat_completions(
 def list_models(_reader: CompatReader) -> dict[str, Any]:
     return {
         "object": "list",
-        "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "rodeoai"}],
+        "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": "rodeoai"}
+            for name in (MODEL_ID, TASK_MODEL)
+        ],
     }
 
 

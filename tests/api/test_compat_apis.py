@@ -74,7 +74,7 @@ def test_openai_client_streaming(server: str) -> None:
 
 def test_openai_client_models_and_embeddings(server: str) -> None:
     client = openai.OpenAI(base_url=f"{server}/v1", api_key="sk-placeholder")
-    assert [m.id for m in client.models.list()] == ["rodeoai"]
+    assert [m.id for m in client.models.list()] == ["rodeoai", "rodeoai-tasks"]
     vectors = client.embeddings.create(
         model="all-MiniLM-L6-v2", input=["dally safety", "barrel pattern"]
     )
@@ -104,7 +104,7 @@ def test_our_api_keys_work_as_the_openai_key(server: str) -> None:
 
 def test_ollama_client_chat_generate_tags_and_embed(server: str) -> None:
     client = ollama.Client(host=f"{server}/ollama")
-    assert [m.model for m in client.list().models] == ["rodeoai:latest"]
+    assert [m.model for m in client.list().models] == ["rodeoai:latest", "rodeoai-tasks:latest"]
     reply = client.chat(
         model="rodeoai", messages=[{"role": "user", "content": QUESTION}], stream=False
     )
