@@ -93,8 +93,11 @@ def test_schemathesis_finds_no_failures(
                 "none",
                 "--request-timeout",
                 "30",
+                # One worker: hypothesis describes strategies with ast.parse, which on
+                # CPython 3.11 can raise "AST constructor recursion depth mismatch" when two
+                # threads parse at once (seen once in CI, as a schemathesis error, not a finding).
                 "--workers",
-                "2",
+                "1",
             ],
             capture_output=True,
             text=True,
