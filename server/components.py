@@ -42,7 +42,7 @@ from server.rag.embedder import Embedder, load_embedder
 from server.rag.ingest import IngestObserver, Ingestor
 from server.rag.retriever import Retriever
 from server.rag.vector_index import VectorIndex
-from server.startup import Startup
+from server.startup import Startup, StartupCancelled
 
 log = logging.getLogger(__name__)
 
@@ -270,3 +270,33 @@ class Components:
                 ),
             )
             log.info("starter knowledge: %s", summary.line())
+
+    def start(self) -> None:
+        """Open the knowledge base and warm the models, in a loader thread: knowledge first
+        (another worker may be loading it under the lock, and an index opened before it
+        finished would start out stale), then the index, then the first encode and the
+        backends' warm-up, so the first question does not pay for torch's start-up."""
+        startup = self.startup
+        try:
+            startup.step("opening index")
+            self.load_starter_knowledge()
+            self.index  # noqa: B018  (loads, or rebuilds when missing or corrupt)
+            startup.step("warming up")
+            self.embedder.encode(["warm up"])
+            for backend in self.chain.backends:
+                warm_up = getattr(backend, "warm_up", None)
+                if warm_up:
+                    try:
+                        warm_up()
+                    except AppError as exc:
+                        log.warning("backend %s is unavailable: %s", backend.name, exc.message)
+        except StartupCancelled:
+            startup.finish(error="shut down while starting")
+            return
+        except Exception as exc:
+            log.exception("start-up failed")
+            message = exc.message if isinstance(exc, AppError) else f"{type(exc).__name__}: {exc}"
+            startup.finish(error=message)
+            return
+        startup.finish()
+        log.info("ready")

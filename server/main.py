@@ -45,7 +45,6 @@ from server.http.csp import STRICT_CSP
 from server.http.metrics import Metrics, MetricsMiddleware
 from server.mcp.http import McpEndpoint
 from server.schemas import COMMON_ERRORS
-from server.startup import StartupCancelled
 from server.web import account_pages, admin_pages, pages
 
 log = logging.getLogger("server.http")
@@ -240,7 +239,7 @@ def create_app(settings: Settings | None = None, *, start_in_background: bool = 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loader = threading.Thread(target=_start, args=(components,), daemon=True)
+        loader = threading.Thread(target=components.start, daemon=True)
         loader.start()
         if not start_in_background:
             await asyncio.to_thread(loader.join)
@@ -323,34 +322,3 @@ async def _purge_answers(components: Components) -> None:
         except Exception:  # a locked or unreachable database: try again next time
             log.exception("could not purge expired answers")
         await asyncio.sleep(PURGE_EVERY_S)
-
-
-def _start(components: Components) -> None:
-    startup = components.startup
-    try:
-        # Knowledge first: another worker may be loading it under the lock, and an index
-        # opened before it finished would start out stale.
-        startup.step("opening index")
-        components.load_starter_knowledge()
-        components.index  # noqa: B018  (loads, or rebuilds when missing or corrupt)
-        startup.step("warming up")
-        # The first encode in a process takes seconds (torch start-up); pay it here, not in
-        # the first user's question.
-        components.embedder.encode(["warm up"])
-        for backend in components.chain.backends:
-            warm_up = getattr(backend, "warm_up", None)
-            if warm_up:
-                try:
-                    warm_up()
-                except AppError as exc:
-                    log.warning("backend %s is unavailable: %s", backend.name, exc.message)
-    except StartupCancelled:
-        startup.finish(error="shut down while starting")
-        return
-    except Exception as exc:
-        log.exception("start-up failed")
-        message = exc.message if isinstance(exc, AppError) else f"{type(exc).__name__}: {exc}"
-        startup.finish(error=message)
-        return
-    startup.finish()
-    log.info("ready")

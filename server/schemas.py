@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.config import SkillLevel
+
+if TYPE_CHECKING:
+    from server.rag.retriever import Hit
 
 # SQLite and PostgreSQL integers are 64-bit signed: a larger id or offset can name nothing,
 # and refusing it here keeps it from ever reaching the database as an overflow.
@@ -87,6 +90,18 @@ class PassageOut(BaseModel):
     heading: str | None
     location: str | None = Field(description="Heading path, page or timestamp")
     text: str
+
+    @classmethod
+    def of(cls, hit: Hit) -> PassageOut:
+        """A stored passage (a retriever `Hit`) as the API shows it."""
+        return cls(
+            chunk_id=hit.chunk_id,
+            source=hit.source,
+            title=hit.title,
+            heading=hit.heading,
+            location=hit.location,
+            text=hit.text,
+        )
 
 
 class HealthOut(BaseModel):

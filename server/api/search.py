@@ -41,12 +41,4 @@ def read_passage(
     chunk_id: ObjectId, components: ComponentsDep, _reader: ReaderPrincipal
 ) -> PassageOut:
     """The full text of a cited passage: the `chunk_id` of a source in an answer."""
-    hit = components.retriever.passage(chunk_id)
-    return PassageOut(
-        chunk_id=hit.chunk_id,
-        source=hit.source,
-        title=hit.title,
-        heading=hit.heading,
-        location=hit.location,
-        text=hit.text,
-    )
+    return PassageOut.of(components.retriever.passage(chunk_id))

@@ -18,7 +18,6 @@ from mcp.server.stdio import stdio_server
 
 from server.accounts.service import Principal
 from server.components import Components
-from server.errors import AppError
 from server.mcp.server import build_server
 
 log = logging.getLogger(__name__)
@@ -38,28 +37,12 @@ class LocalAccess:
     reader = searcher = asker = _ready
 
 
-def load(components: Components) -> None:
-    """First run's starter knowledge and the index, in the background: the client's
-    handshake is answered at once, and calls wait for this (then 503 `starting`)."""
-    startup = components.startup
-    try:
-        startup.step("opening index")
-        components.load_starter_knowledge()
-        components.index  # noqa: B018  (loads, or rebuilds when missing or corrupt)
-        startup.step("warming up")
-        components.embedder.encode(["warm up"])  # seconds, paid here, not by the first call
-    except Exception as exc:
-        log.exception("could not open the knowledge base")
-        startup.finish(error=exc.message if isinstance(exc, AppError) else type(exc).__name__)
-        return
-    startup.finish()
-
-
 def serve(components: Components) -> None:
     """Serve until the client closes stdin."""
     access = LocalAccess(components)
     server = build_server(components, lambda _ctx: access)
-    threading.Thread(target=load, args=(components,), daemon=True).start()
+    # The handshake is answered at once; calls wait for the knowledge (then `starting`).
+    threading.Thread(target=components.start, daemon=True).start()
 
     async def main() -> None:
         async with stdio_server() as (read_stream, write_stream):

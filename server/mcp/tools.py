@@ -165,15 +165,7 @@ async def list_sources(components: Components, access: Access, args: NoArgs) -> 
 async def get_passage(components: Components, access: Access, args: PassageArgs) -> PassageOut:
     def work() -> PassageOut:
         access.reader()
-        hit = components.retriever.passage(args.chunk_id)
-        return PassageOut(
-            chunk_id=hit.chunk_id,
-            source=hit.source,
-            title=hit.title,
-            heading=hit.heading,
-            location=hit.location,
-            text=hit.text,
-        )
+        return PassageOut.of(components.retriever.passage(args.chunk_id))
 
     return await asyncio.to_thread(work)
 
