@@ -117,7 +117,10 @@ class Settings(BaseSettings):
         default=3, ge=0, le=10, description="Source sentences quoted under each answer."
     )
     grounding_check: bool = Field(
-        default=True, description="Replace answers that state numbers absent from the sources."
+        default=True,
+        description="Drop each answer sentence the sources do not support (its quantities, "
+        "words and meaning are checked against the facts); answer from the quoted sources "
+        "when nothing is left.",
     )
 
     default_skill_level: SkillLevel = Field(

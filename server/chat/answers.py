@@ -30,6 +30,8 @@ class ChatAnswer:
     tokens_out: int = 0
     conversation_id: int | None = None
     replaced: bool = False  # the streamed draft was swapped for the quoted sources
+    # Draft sentences the support check removed: {"sentence", "reason"} each.
+    dropped: list[dict[str, str]] = field(default_factory=list)
     answer_id: int | None = None  # the answer's record, for feedback and review
     feedback_token: str | None = None  # a guest's key to rate this answer (only guests)
 
@@ -91,6 +93,7 @@ def answer_of(
     skipped: list[dict[str, str]],
     tokens_in: int = 0,
     replaced: bool = False,
+    dropped: list[dict[str, str]] | None = None,
 ) -> ChatAnswer:
     """The answer with its timings, measured now: finished, or as far as it got."""
     now, first = time.monotonic(), run.generation.first_token_at
@@ -109,6 +112,7 @@ def answer_of(
         tokens_out=token_count,
         conversation_id=run.conversation_id,
         replaced=replaced,
+        dropped=dropped or [],
     )
 
 
@@ -122,10 +126,11 @@ def stream_tail(draft: str, answer: ChatAnswer) -> str:
     replaced. (The SSE API sends the final answer in its `done` event instead.)"""
     final = answer.response
     if answer.replaced:
-        return (
-            "\n\nCorrection: the draft above stated figures that are not in the sources. " + final
-        )
+        return "\n\nCorrection: the sources do not support the draft above. " + final
     cleaned = clean_answer(draft, source_count=len(answer.sources))
     core = final.split("\n\nFrom the sources:")[0]
     evidence = final[len(core) :]
+    if answer.dropped:
+        removed = " ".join(f"\u201c{d['sentence']}\u201d" for d in answer.dropped)
+        return f"\n\nCorrection: the sources do not support {removed} Disregard it." + evidence
     return (core[len(cleaned) :] if core.startswith(cleaned) else "") + evidence

@@ -24,10 +24,10 @@ from server.chat.prompting import (
     fit_passages,
     select_facts,
     trim_history,
-    ungrounded_numbers,
     with_evidence,
 )
 from server.chat.recording import AnswerObserver, AnswerRecorder
+from server.chat.support import Checked, SupportCheck
 from server.chat.variants import DEFAULT, ChatVariant, VariantPicker, subject_of
 from server.config import Settings, SkillLevel
 from server.errors import InvalidInput
@@ -66,6 +66,7 @@ class ChatService:
         self.billing = billing
         self.variants = variants
         self.recorder = AnswerRecorder(engine, conversations, answer_observers)
+        self.support = SupportCheck(embedder)
 
     def validate(self, messages: list[dict[str, str]]) -> tuple[str, list[dict[str, str]]]:
         """The question is the last user message; earlier turns are history."""
@@ -269,19 +270,28 @@ class ChatService:
         generation = run.generation
         backend, model, skipped = generation.backend, generation.model, list(generation.skipped)
         text = clean_answer(draft, source_count=len(run.passages))
-        evidence = " ".join([run.question, *(p.text for p in run.passages)])
-        invented = ungrounded_numbers(text, evidence) if self.settings.grounding_check else []
-        replaced = bool(invented) or not is_substantive(text)
+        # The extractive backend quotes the facts; everything else must show its support.
+        checked = (
+            self.support.check(text, run.facts, run.question, _context(run.passages))
+            if self.settings.grounding_check and backend != "extractive"
+            else Checked(text)
+        )
+        dropped = [{"sentence": v.sentence, "reason": v.reason or ""} for v in checked.dropped]
+        skipped += [
+            {"backend": backend, "reason": f"dropped {d['sentence']!r}: {d['reason']}"}
+            for d in dropped
+        ]
+        replaced = not is_substantive(checked.text)
         if replaced:
             reason = (
-                f"answer stated numbers not in the sources: {', '.join(invented[:5])}"
-                if invented
+                "no sentence of the answer was supported by the sources"
+                if dropped
                 else "answer said nothing of substance"
             )
             skipped.append({"backend": backend, "reason": reason})
             text, backend, model = extractive_answer(run.facts), "extractive", "extractive"
         else:
-            text = attribute(text, run.passages, self.embedder)
+            text = attribute(checked.text, run.passages, self.embedder)
             text = with_evidence(text, run.facts, self.settings.evidence_points)
         cited = set(cited_numbers(text))
         sources = [{**s, "cited": s["n"] in cited} for s in run.sources]
@@ -295,6 +305,11 @@ class ChatService:
             skipped=skipped,
             tokens_in=sum(self.embedder.count_tokens(m["content"]) for m in run.request.messages),
             replaced=replaced,
+            dropped=dropped,
         )
         self.recorder.finished(run, answer)
         return answer
+
+
+def _context(passages: list[Passage]) -> str:
+    return " ".join(p.text for p in passages)

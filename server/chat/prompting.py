@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
 from server.chat.variants import PROMPT_STYLES
@@ -30,9 +28,6 @@ USER_PROMPT = "Facts:\n{facts}\n\nQuestion: {question}\n{style} Keep the [n] sou
 
 # Below this cosine similarity an uncited sentence is not attributed to any source.
 ATTRIBUTION_THRESHOLD = 0.45
-# Small models pad with "1." list markers and citation numbers; neither is a claim.
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-_NOT_A_CLAIM = re.compile(r"\[\d{1,2}\]|^\s*\d{1,2}[.)]\s", re.M)
 
 
 def fit_passages(hits: list[Hit], embedder: Embedder, budget: int) -> list[Passage]:
@@ -85,13 +80,6 @@ def build_messages(
         facts=lines or "- (none found)", question=question, style=PROMPT_STYLES[style]
     )
     return [{"role": "system", "content": system}, *history, {"role": "user", "content": user}]
-
-
-def ungrounded_numbers(answer: str, evidence: str) -> list[str]:
-    """Numbers the answer states that appear nowhere in the sources or the question."""
-    known = {n.replace(",", "") for n in _NUMBER.findall(evidence)}
-    claimed = _NUMBER.findall(_NOT_A_CLAIM.sub(" ", answer))
-    return sorted({n for n in claimed if n.replace(",", "").rstrip(".") not in known})
 
 
 def attribute(text: str, passages: list[Passage], embedder: Embedder) -> str:

@@ -10,6 +10,13 @@ from server.llm.remote import strip_remote
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 _CITATION = re.compile(r"\[(\d{1,2})\]")
+_OTHER_CITE = re.compile(
+    r"\((?:source\s*)?\d{1,2}\)(?=\s*[.!?]?\s*$|\s*[.!?,;]\s)|【\s*\d{1,2}\s*】",
+    re.I | re.M,
+)
+_PLACEHOLDER = re.compile(
+    r"^[ \t]*\[(?:n|x|\?|#|source)\][ \t]*|[ \t]?\[(?:n|x|\?|#|source)\]", re.I | re.M
+)
 _ANY_BRACKET_CITE = re.compile(r"\[(?:source\s*)?(\d{1,2})(?:\s*,\s*(\d{1,2}))*\]", re.I)
 
 
@@ -71,6 +78,8 @@ def normalise_citations(text: str, count: int) -> str:
         return "".join(f"[{n}]" for n in numbers if 1 <= n <= count)
 
     text = _ANY_BRACKET_CITE.sub(fix, text)
+    text = _OTHER_CITE.sub(fix, text)  # "(2)", "【2】" as the model's citation styles
+    text = _PLACEHOLDER.sub("", text)  # "[n]" copied from the prompt's instructions
     return re.sub(r"(\[\d{1,2}\])\]+", r"\1", text)  # "[2]]" typos
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from server.chat.prompting import SKILL_GUIDANCE, build_messages, ungrounded_numbers
+from server.chat.prompting import SKILL_GUIDANCE, build_messages
+from server.chat.quantities import quantities, unsupported_quantities
 from server.components import Components
 from server.llm.cleanup import clean_answer, dedupe_sentences, is_substantive, trim_runaway
 from tests.conftest import run_cli, settings_for
@@ -54,6 +55,10 @@ def test_repeated_sentences_and_runaway_loops_are_removed() -> None:
 def test_citations_are_normalised_and_invented_numbers_dropped() -> None:
     text = clean_answer("Use 30 feet [Source 1]. Also [1, 2] and [7]. Done [2]].", source_count=2)
     assert text == "Use 30 feet [1]. Also [1][2] and . Done [2]."
+    text = clean_answer(
+        "It is 5 seconds (1). Legal 【2】 here.\n[n] The header [2].", source_count=2
+    )
+    assert text == "It is 5 seconds [1]. Legal [2] here.\nThe header [2]."
 
 
 def test_boilerplate_only_answers_are_not_substantive() -> None:
@@ -62,11 +67,14 @@ def test_boilerplate_only_answers_are_not_substantive() -> None:
 
 
 def test_grounding_check_flags_numbers_absent_from_sources() -> None:
-    evidence = "Beginner headers commonly use 30-31 foot ropes. A saddle costs $2,000-$8,000."
-    assert ungrounded_numbers("Use a 30-31 foot rope [1].", evidence) == []
-    assert ungrounded_numbers("Saddles cost $2,000 [1].", evidence) == []
-    assert ungrounded_numbers("Use a 45 foot rope, it costs $129.78.", evidence) == ["129.78", "45"]
-    assert ungrounded_numbers("1. Keep the tip up [3].", evidence) == []
+    facts = ["Beginner headers commonly use 30-31 foot ropes.", "A saddle costs $2,000-$8,000."]
+    known = [q for fact in facts for q in quantities(fact)]
+    assert unsupported_quantities("Use a 30-31 foot rope [1].", known) == []
+    assert unsupported_quantities("Saddles cost $2,000 [1].", known) == []
+    missing = unsupported_quantities("Use a 45 foot rope, it costs $129.78.", known)
+    assert [q.text for q in missing] == ["45 foot", "$129.78"]
+    assert unsupported_quantities("1. Keep the tip up [3].", known) == []
+    assert unsupported_quantities("Use a 30 inch rope.", known) != []  # the unit counts too
 
 
 def test_answers_from_the_bundled_model_are_clean_and_cited(shared_components: Components) -> None:
