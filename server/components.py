@@ -32,6 +32,7 @@ from server.learning.finetune import FinetuneExporter
 from server.learning.finetune_jobs import FinetuneJobs
 from server.learning.privacy import AnswerPrivacy
 from server.learning.review import ReviewService
+from server.llm import catalog
 from server.llm.base import Backend
 from server.llm.chain import FailoverChain, SkipObserver
 from server.llm.extractive import ExtractiveBackend
@@ -155,11 +156,19 @@ class Components:
 
     def llamacpp(self) -> LlamaCppBackend:
         s = self.settings
+        path = resolve_model_path(s.llm_model, s.models_dir)
+        # A pulled catalogue model brings the repeat penalty that suits it (the default is
+        # tuned for the tiny bundled model), unless the operator set one. Its chat template
+        # and stop tokens come from the GGUF's own metadata (llama-cpp-python reads them).
+        entry = catalog.for_file(path)
+        penalty = s.llm_repeat_penalty
+        if entry and entry.repeat_penalty and "llm_repeat_penalty" not in s.model_fields_set:
+            penalty = entry.repeat_penalty
         return LlamaCppBackend(
-            resolve_model_path(s.llm_model, s.models_dir),
+            path,
             context=s.llm_context,
             threads=s.llm_threads,
-            repeat_penalty=s.llm_repeat_penalty,
+            repeat_penalty=penalty,
             slots=s.llm_slots,
             queue=s.llm_queue,
         )

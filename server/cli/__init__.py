@@ -21,6 +21,7 @@ from server.cli.common import fail as _fail
 from server.cli.evaluate import run as evaluate_run
 from server.cli.finetune import app as finetune_app
 from server.cli.mcp import run as mcp_run
+from server.cli.models import app as models_app
 from server.cli.report import run as report_run
 from server.config import Settings, SkillLevel
 from server.errors import AppError
@@ -43,6 +44,7 @@ app.command("eval")(evaluate_run)
 app.add_typer(finetune_app, name="finetune")
 app.command("report")(report_run)
 app.command("mcp")(mcp_run)
+app.add_typer(models_app, name="models")
 
 
 @app.command()
