@@ -41,10 +41,9 @@ setup-dev: $(VENV)/.installed-dev  ## Create .venv and install the app with test
 run: setup  ## Set up, load the starter knowledge on first run, and serve on RODEOAI_PORT (8000)
 	$(BIN)/rodeoai serve
 
-test: setup-dev  ## Set up and run the test suite: on SQLite, then on a real PostgreSQL (pgserver)
+test: setup-dev  ## Set up and run the test suite on SQLite and on a real PostgreSQL (pgserver), side by side
 	@sh scripts/ensure_chromium.sh
-	$(BIN)/pytest
-	$(BIN)/pytest --database postgresql
+	@sh scripts/test_passes.sh $(BIN)/pytest
 
 e2e-openwebui: setup-dev  ## RodeoAI behind the real Open WebUI 0.12.4 (its venv is cached; first run minutes, ~3 GB)
 	@sh scripts/openwebui_env.sh

@@ -146,7 +146,7 @@ def test_sigkill_during_webhook_handling_then_redelivery_grants_once(
 ) -> None:
     data = tmp_path / "data"
     expected = 0
-    for attempt, delay in enumerate((0.0, 0.01, 0.05)):
+    for attempt, delay in enumerate((0.0, 0.03)):  # killed at once, and part-way
         with rodeoai_server(data, **stripe_env(localstripe)) as url:
             rider = Customer(url, "killed@example.com")
             card = stripe_api.v1.payment_methods.create(params={"type": "card", "card": CARD})
