@@ -51,6 +51,11 @@ class SkippedBackend(BaseModel):
     reason: str
 
 
+class DroppedSentence(BaseModel):
+    sentence: str = Field(description="A sentence of the model's draft, as it wrote it")
+    reason: str = Field(description="Why the support check removed it")
+
+
 class ChatResponse(BaseModel):
     response: str
     sources: list[SourceOut]
@@ -60,6 +65,9 @@ class ChatResponse(BaseModel):
     chunks_used: int
     skill_level: SkillLevel
     skipped_backends: list[SkippedBackend] = []
+    dropped: list[DroppedSentence] = Field(
+        default=[], description="Draft sentences the sources do not support, removed"
+    )
     conversation_id: int | None = None
     time_to_first_token_ms: int | None = None
     tokens_in: int = 0

@@ -102,6 +102,7 @@ def _final(run: ChatRun, started: float) -> dict[str, Any]:
             "backend": answer.backend,
             "skipped_backends": answer.skipped_backends,
             "replaced": answer.replaced,
+            "dropped": answer.dropped,
         },
     }
 

@@ -103,6 +103,7 @@ def _extra(run: ChatRun) -> dict[str, Any]:
             "skipped_backends",
             "latency_ms",
             "replaced",
+            "dropped",
         )
     }
 

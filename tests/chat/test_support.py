@@ -130,6 +130,9 @@ def test_an_unsupported_sentence_is_dropped_and_the_record_says_why(
     reasons = [s["reason"] for s in reply["skipped_backends"]]
     assert len(reasons) == 1 and "$50 fine" in reasons[0] and "$50" in reasons[0], reasons
     assert record_skipped == reply["skipped_backends"]
+    assert [d["sentence"] for d in reply["dropped"]] == [
+        "The heeler must also pay the arena a $50 fine [1]."
+    ]
 
 
 def _skipped_of(components: Components, answer_id: int) -> list[dict[str, str]]:
