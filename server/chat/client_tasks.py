@@ -53,6 +53,11 @@ _AUTOCOMPLETE_TEXT = re.compile(r"<text>(.*?)</text>", re.S | re.I)
 _ABOUT_CONVERSATION = re.compile(
     r"\b(title|summary|summari[sz]e)\b[^\n]{0,80}\b(conversation|chat history|dialogue)\b", re.I
 )
+# LibreChat's "structured" title method asks for the language and a title, and parses the
+# reply as the JSON object {"language", "title"}.
+_LANGUAGE_AND_TITLE = re.compile(
+    r"analy[sz]e this conversation.{0,120}\blanguage\b.{0,200}\btitle\b", re.I | re.S
+)
 _TRANSCRIPT_ROLE = re.compile(r"^[ \t]*(?:\|\|>)?(User|Human|AI|Assistant|Response):[ \t]*", re.M)
 
 
@@ -85,6 +90,9 @@ def recognise(messages: list[dict[str, str]]) -> Task | None:
         if task is not None:
             return task
     instructions = "\n".join(m["content"] for m in messages if m["role"] in {"system", "user"})
+    if _LANGUAGE_AND_TITLE.search(instructions) and _TRANSCRIPT_ROLE.search(instructions):
+        questions = _transcript_questions(instructions)
+        return Task("title", "librechat", questions, True, instructions, text="language")
     found = _ABOUT_CONVERSATION.search(instructions)
     if found and _TRANSCRIPT_ROLE.search(instructions):
         kind: TaskKind = "title" if found.group(1).lower() == "title" else "summary"
@@ -149,6 +157,8 @@ def answer(task: Task, search: Search) -> str:
 
 
 def _shape(task: Task, key: str, value: object) -> str:
+    if task.as_json and task.client == "librechat":  # its structured title: language too
+        return json.dumps({"language": "English", key: value}, ensure_ascii=False)
     if task.as_json:
         return json.dumps({key: value}, ensure_ascii=False)
     if isinstance(value, list):

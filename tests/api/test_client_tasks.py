@@ -25,6 +25,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func
 from sqlmodel import select
 
+from server.chat.client_tasks import answer as task_reply
 from server.chat.client_tasks import as_question, recognise, title_of
 from server.components import Components
 from server.db import AnswerMetric, read_session
@@ -95,7 +96,9 @@ def load(path: Path) -> dict[str, Any]:
 def kind_of(path: Path) -> tuple[str, str | None]:
     found = next((kinds for name, kinds in KINDS.items() if name in path.stem), None)
     assert found, f"{path.name}: name the task (one of {sorted(KINDS)}) in the file name"
-    return found if path.stem.startswith("openwebui") else (found[0], None)  # others: text
+    if path.stem.startswith("openwebui") or "response_format" in load(path)["body"]:
+        return found  # a JSON object with the task's key
+    return (found[0], None)  # the others take plain text
 
 
 def reply_text(path: str, reply: httpx.Response) -> str:
@@ -152,6 +155,9 @@ def test_task_answers_come_from_the_question_and_the_knowledge_base() -> None:
     assert librechat is not None and (librechat.kind, librechat.client) == ("title", "librechat")
     assert not librechat.as_json
     assert librechat.first_question == "What task does the hazer do in steer wrestling?"
+    structured = recognise(load(CLIENTS / "librechat-title-structured.json")["body"]["messages"])
+    assert structured is not None and structured.as_json and structured.kind == "title"
+    assert json.loads(task_reply(structured, lambda q, k: []))["language"] == "English"
     assert recognise(owui["openwebui-0.12.4-chat"]) is None  # the question itself
 
 
