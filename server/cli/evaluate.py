@@ -80,6 +80,10 @@ def _table(reports: list[dict[str, Any]], count: int) -> None:
         table.add_column(report["variant"], justify="right")
     for key, label, _ in ROWS:
         table.add_row(label, *(_share(r[key]) for r in reports))
+    table.add_row(
+        "sentences dropped per answer",
+        *(f"{r['sentences_dropped_per_answer'] or 0:.2f}" for r in reports),
+    )
     for q in ("p50", "p95"):
         table.add_row(f"latency {q} (ms)", *(f"{r['latency_ms'][q] or 0:.0f}" for r in reports))
     Console().print(table)  # the table on stdout, progress and warnings on stderr

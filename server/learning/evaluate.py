@@ -79,6 +79,7 @@ class Tally:
     keyword_share: list[float] = field(default_factory=list)
     cited: int = 0
     extractive: int = 0
+    dropped: int = 0  # sentences the support check removed, over all answers
     latency_ms: list[int] = field(default_factory=list)
     misses: list[str] = field(default_factory=list)
 
@@ -96,6 +97,9 @@ class Tally:
             else None,
             "citation_rate": rate(self.cited, self.answered),
             "extractive_fallback_rate": rate(self.extractive, self.answered),
+            "sentences_dropped_per_answer": round(self.dropped / self.answered, 3)
+            if self.answered
+            else None,
             "latency_ms": {
                 "p50": percentile(self.latency_ms, 50),
                 "p95": percentile(self.latency_ms, 95),
@@ -129,6 +133,7 @@ async def _one(chat: ChatService, item: EvalQuestion, variant: Any, tally: Tally
     tally.latency_ms.append(answer.latency_ms)
     tally.cited += bool(cited_numbers(answer.response))
     tally.extractive += answer.backend == "extractive"
+    tally.dropped += len(answer.dropped)
     if item.keywords:
         text = answer.response.lower()
         tally.keyword_share.append(
