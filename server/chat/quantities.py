@@ -110,7 +110,10 @@ def quantities(text: str) -> list[Quantity]:
                 unit = _unit(after.group("unit"), money=bool(after.group("money")))
         if spelled and unit is None and value in (1, Fraction(1, 2), Fraction(1, 4)):
             continue  # "one of the ropers", "half the time": not a stated amount
-        found.append(Quantity(value, unit, match.group(0).strip()))
+        # Shown in reasons: "$50", "7/8 inch"; a following word that is no unit is left off.
+        worded = _unit(match.group("unit"), money=False) is not None
+        end = match.end() if worded else match.end("num")
+        found.append(Quantity(value, unit, text[match.start() : end].strip()))
     return found
 
 

@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
-from tests.web.conftest import DESKTOP, PHONE, Browse, serious_violations
+from server.llm.chain import FailoverChain
+from server.llm.fake import FakeBackend
+from tests.web.conftest import DESKTOP, PHONE, Browse, Site, serious_violations
 
 pytestmark = pytest.mark.one_pass  # see tests/web/conftest.py
 QUESTION = "How long is a heading rope?"
@@ -127,3 +129,27 @@ def test_docs_lists_the_api_operations(browse: Browse) -> None:
     assert "/api/chat" in summary and "/v1/chat/completions" in summary
     assert "Unable to render" not in page.content()
     browse.shot(page, "docs")
+
+
+def test_a_draft_sentence_the_sources_do_not_support_is_removed_and_named(
+    browse: Browse, site: Site
+) -> None:
+    """The reader saw the draft stream in, so the checked answer says what it took out."""
+    chat = site.components.chat
+    real = chat.chain
+    draft = "Beginner headers commonly use 30-31 foot ropes [1]. Every header must also pay a "
+    chat.chain = FailoverChain([FakeBackend([draft, "$50 rope fee [1]."])])
+    try:
+        page, _ = browse.open("/", size=PHONE)
+        answer = ask(page, "What rope length should a beginner header use?")
+        assert "30-31" in answer.locator(".body").inner_text()
+        assert "$50" not in answer.locator(".body").inner_text()
+        note = answer.locator("details.dropped")
+        assert note.locator("summary").inner_text().startswith("1 sentence of the draft removed")
+        note.locator("summary").click()
+        assert "$50 rope fee" in note.inner_text() and "$50" in note.inner_text()
+        assert "skipped" not in answer.locator(".meta").inner_text()  # not a skipped backend
+        assert serious_violations(page) == []
+        browse.shot(page, "dropped")
+    finally:
+        chat.chain = real

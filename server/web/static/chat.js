@@ -61,11 +61,25 @@
 
   function metaLine(answer) {
     const parts = [answer.backend, answer.model, answer.latency_ms + " ms"];
-    const skipped = (answer.skipped_backends || []).map((s) => `${s.backend}: ${s.reason}`);
+    const removed = new Set((answer.dropped || []).map((d) => `dropped '${d.sentence}': ${d.reason}`));
+    const skipped = (answer.skipped_backends || [])
+      .filter((s) => !removed.has(s.reason)) // listed under the answer instead
+      .map((s) => `${s.backend}: ${s.reason}`);
     let text = parts.filter(Boolean).join(" · ");
     if (skipped.length) text += " · skipped " + skipped.join("; ");
     if (answer.replaced) text += " · the draft was replaced by the checked answer";
     return el("p", { className: "meta", text });
+  }
+
+  // The support check's removals, named rather than hidden: the reader saw them in the draft.
+  function droppedNote(answer) {
+    const dropped = answer.dropped || [];
+    if (!dropped.length || answer.replaced) return null;
+    const many = dropped.length > 1;
+    const summary = `${dropped.length} sentence${many ? "s" : ""} of the draft removed: ` +
+      `the sources do not support ${many ? "them" : "it"}`;
+    const items = dropped.map((d) => el("li", {}, el("q", { text: d.sentence }), " (" + d.reason + ")"));
+    return el("details", { className: "dropped" }, el("summary", { text: summary }), el("ul", {}, ...items));
   }
 
   async function showFinal(node, answer) {
@@ -79,6 +93,8 @@
     node.dataset.sources = JSON.stringify(answer.sources);
     if (answer.answer_id) node.dataset.answerId = answer.answer_id;
     if (answer.sources.length) node.append(sourceList(answer.sources));
+    const dropped = droppedNote(answer);
+    if (dropped) node.append(dropped);
     node.append(metaLine(answer));
     if (answer.answer_id) node.append(feedbackBar(answer));
   }
