@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 KNOWLEDGE = ROOT / "knowledge"
 
 MakeSettings = Callable[..., Settings]
+TEST_MAX_TOKENS = 96
 
 # What starts a process: helpers a test calls, or fixtures it asks for. Marking from these
 # keeps the e2e marker true as tests change, without a list to maintain by hand.
@@ -82,6 +83,9 @@ def settings_for(data_dir: Path, **overrides: Any) -> Settings:
         "autoload_knowledge": False,
         "log_level": "WARNING",
         "database_url": databases.database_url(data_dir),
+        # Short drafts: the tests check what happens around an answer, and a 135M model's
+        # 256-token drafts spent minutes of the suite on words no test reads.
+        "llm_max_tokens": TEST_MAX_TOKENS,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -100,6 +100,7 @@ def rodeoai_server(
             "RODEOAI_PORT": str(port),
             "RODEOAI_LOG_LEVEL": "WARNING",
             "RODEOAI_AUTOLOAD_KNOWLEDGE": "false",
+            "RODEOAI_LLM_MAX_TOKENS": "96",  # as settings_for: short drafts
             **databases.database_env(data_dir),
             **{f"RODEOAI_{k.upper()}": v for k, v in settings.items()},
         }

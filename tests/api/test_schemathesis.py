@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import databases
 from tests.conftest import run_cli
 from tests.helpers import sign_up
 from tests.servers import BIN, copy_data, rodeoai_server
@@ -84,7 +85,9 @@ def test_schemathesis_finds_no_failures(
                 "--header",
                 f"Authorization: Bearer {key.json()['key']}",
                 "--max-examples",
-                "25",
+                # Every operation on both engines; the deeper search once (the engine-specific
+                # finds, ids past 2^31 and NUL, have their own tests in tests/db).
+                "10" if databases.on_postgres() else "25",
                 "--seed",
                 "8",
                 "--phases",

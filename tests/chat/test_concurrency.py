@@ -13,6 +13,7 @@ import pytest
 from server.llm.chain import FailoverChain
 from server.llm.fake import FakeBackend
 from server.main import create_app
+from tests import databases
 from tests.conftest import settings_for
 from tests.servers import copy_data, serving
 
@@ -51,7 +52,9 @@ def test_forty_concurrent_chats_never_give_500(served: str) -> None:
             ]
             return list(await asyncio.gather(*calls))
 
-    for _ in range(3):
+    # The race was in the tokenizer, whatever the engine: three rounds on SQLite, and one on
+    # PostgreSQL for its concurrent answer records.
+    for _ in range(1 if databases.on_postgres() else 3):
         replies = asyncio.run(fire())
         assert [r.status_code for r in replies] == [200] * 40, [r.text for r in replies][:3]
         for reply in replies:
