@@ -124,6 +124,13 @@ class HealthOut(BaseModel):
     index: dict[str, object]
 
 
+class ReadyOut(BaseModel):
+    ready: bool
+    checks: dict[str, str] = Field(
+        description='database, migrations, models, index: each "ok" or why not'
+    )
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str

@@ -1,13 +1,17 @@
-"""GET /health: is the box able to answer, and with what."""
+"""GET /health: liveness, and what the box answers with. GET /ready: readiness, for a
+load balancer or an orchestrator: 200 only when every check holds, else 503 naming them."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
+from sqlalchemy import text
 
 from server import __version__
 from server.api.deps import ComponentsDep
-from server.db import counts
-from server.schemas import HealthOut
+from server.components import Components
+from server.db import counts, head_revision, schema_revision
+from server.errors import AppError
+from server.schemas import HealthOut, ReadyOut
 
 router = APIRouter(tags=["health"])
 
@@ -43,3 +47,49 @@ def health(components: ComponentsDep) -> HealthOut:
         index={"vectors": index.count, "generation": index.generation},
         startup={"state": startup.state, "detail": startup.detail},
     )
+
+
+@router.get(
+    "/ready",
+    response_model=ReadyOut,
+    responses={503: {"description": "Not ready: `error.details` names each failed check"}},
+)
+def ready(components: ComponentsDep) -> ReadyOut:
+    """200 once the database answers, its schema is current, the models are loaded and the
+    index matches the database; otherwise 503 with Retry-After and what is not ready."""
+    checks = readiness(components)
+    failed = {name: why for name, why in checks.items() if why != "ok"}
+    if failed:
+        raise AppError(
+            "not ready: " + "; ".join(f"{name} {why}" for name, why in failed.items()),
+            code="not_ready",
+            status=503,
+            details=checks,
+            headers={"Retry-After": "5"},
+        )
+    return ReadyOut(ready=True, checks=checks)
+
+
+def readiness(components: Components) -> dict[str, str]:
+    """Each check's verdict: "ok", or why not. Later checks wait for earlier ones."""
+    checks = {"database": "ok", "migrations": "ok", "models": "ok", "index": "ok"}
+    try:
+        with components.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        revision, head = schema_revision(components.engine), head_revision()
+    except Exception as exc:  # any driver error means the same to a probe
+        checks["database"] = f"unreachable ({type(exc).__name__})"
+        return {**checks, "migrations": "unknown", "index": "unknown"}
+    if revision != head:
+        checks["migrations"] = f"at {revision or 'none'}, {head} expected"
+    startup = components.startup
+    if not startup.ready:
+        checks["models"] = f"{startup.state} {startup.detail}".strip()
+        checks["index"] = "waiting for start-up"
+        return checks
+    index = components.index
+    index.refresh_if_stale(components.engine)
+    _, chunks = counts(components.engine)
+    if index.count != chunks:
+        checks["index"] = f"{index.count} vectors for {chunks} chunks"
+    return checks

@@ -131,6 +131,13 @@ def schema_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+def head_revision() -> str:
+    """The newest migration this release ships."""
+    from alembic.script import ScriptDirectory
+
+    return str(ScriptDirectory.from_config(alembic_config(None)).get_current_head())
+
+
 def migrate(engine: Engine) -> str:
     """Bring the schema to the newest migration in one transaction that holds the write
     lock, so workers starting together take turns. A database from before migrations
