@@ -314,3 +314,32 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
+
+    def unsafe(self, *, workers: int = 1) -> list[str]:
+        """Settings that work but are risky, in words an operator can act on; `rodeoai
+        serve` logs each as a warning at start-up."""
+        warnings = []
+        if self.secret_key is None and workers > 1:
+            warnings.append(
+                "RODEOAI_SECRET_KEY is not set: this box's workers share the key generated in "
+                "DATA_DIR/secret.key, but replicas on other machines would each make their own "
+                "and refuse each other's sign-ins; set one key everywhere"
+            )
+        if self.access_mode == "open" and self.stripe_api_key is not None:
+            warnings.append(
+                "open mode with Stripe on: guests answer without accounts, so nobody can buy a "
+                "plan or credits; set RODEOAI_ACCESS_MODE=accounts to sell subscriptions"
+            )
+        if "*" in self.cors_origins:
+            warnings.append(
+                "RODEOAI_CORS_ORIGINS allows every origin (*): any web page a user opens can "
+                "call this box's API; list the front ends' origins instead"
+            )
+        if self.host in {"0.0.0.0", "::"} and not self.trust_forwarded_for:
+            warnings.append(
+                f"listening on {self.host} in plain HTTP with no proxy: everyone on the "
+                "network reaches the box and passwords cross it unencrypted; put a TLS proxy "
+                "(Caddy, nginx) in front and set RODEOAI_TRUST_FORWARDED_FOR=true, or bind "
+                "127.0.0.1"
+            )
+        return warnings

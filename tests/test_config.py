@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -59,3 +60,18 @@ def test_backend_order_follows_a_copied_setting() -> None:
     first = Settings(_env_file=None, backends="extractive")  # type: ignore[call-arg]
     assert first.backend_order == ["extractive"]
     assert first.model_copy(update={"backends": "llamacpp"}).backend_order == ["llamacpp"]
+
+
+def test_risky_settings_are_named_at_start_up(tmp_path: Path) -> None:
+    def unsafe(workers: int = 1, **values: Any) -> str:
+        settings = Settings(_env_file=None, data_dir=tmp_path, **values)  # type: ignore[call-arg]
+        return " | ".join(settings.unsafe(workers=workers))
+
+    assert unsafe() == ""  # the defaults: loopback, one worker, no CORS, billing off
+    assert "RODEOAI_SECRET_KEY" in unsafe(workers=2)
+    assert unsafe(workers=2, secret_key="s" * 40) == ""
+    assert "open mode with Stripe on" in unsafe(stripe_api_key="sk_test_x")
+    assert unsafe(stripe_api_key="sk_test_x", access_mode="accounts") == ""
+    assert "every origin" in unsafe(cors_origins=["*"])
+    assert "TLS proxy" in unsafe(host="0.0.0.0")
+    assert unsafe(host="0.0.0.0", trust_forwarded_for=True) == ""  # behind a proxy
