@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from server.chat.variants import PROMPT_STYLES
@@ -26,6 +28,9 @@ SYSTEM_PROMPT = (
 )
 USER_PROMPT = "Facts:\n{facts}\n\nQuestion: {question}\n{style} Keep the [n] source numbers."
 
+# Facts this similar are one fact said twice; a lead-in and its list fit within this length.
+DUPLICATE_FACT = 0.92
+MAX_FACT_CHARS = 600
 # Below this cosine similarity an uncited sentence is not attributed to any source.
 ATTRIBUTION_THRESHOLD = 0.45
 
@@ -48,22 +53,54 @@ def fit_passages(hits: list[Hit], embedder: Embedder, budget: int) -> list[Passa
 def select_facts(
     question: str, passages: list[Passage], embedder: Embedder, limit: int
 ) -> list[tuple[int, str]]:
-    """The passage sentences closest to the question, kept in reading order.
+    """The passage sentences closest to the question, best first, near-duplicates left out.
 
     A 135M-parameter model copies the right number far more often from six focused
     sentences than from a page of text, and the extractive backend reuses the same list."""
-    sentences = [
-        (p.number, s.replace("**", "").strip(" -*#"))
-        for p in passages
-        for s in split_sentences(p.text)
-        if len(s.strip(" -*#")) >= 25
-    ]
+    sentences = [(p.number, s) for p in passages for s in fact_units(p.text)]
     if not sentences:
         return []
     vectors = embedder.encode([question] + [s for _, s in sentences])
     similarity = vectors[1:] @ vectors[0]
-    best = np.argsort(-similarity)[:limit]
-    return [sentences[i] for i in best]
+    chosen: list[int] = []
+    for i in np.argsort(-similarity):
+        # The same sentence from two documents (or nearly so) is one fact, not two.
+        if all(float(vectors[1 + i] @ vectors[1 + j]) < DUPLICATE_FACT for j in chosen):
+            chosen.append(int(i))
+        if len(chosen) == limit:
+            break
+    return [sentences[i] for i in chosen]
+
+
+_LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d{1,2}[.)])\s+")
+
+
+def fact_units(text: str) -> list[str]:
+    """A passage as candidate facts: its sentences, except that a lead-in ending in a colon
+    ("A safe dally follows a simple pattern:") is never a fact on its own. It travels with
+    the list it introduces when that fits in one fact; otherwise the items stand alone."""
+    units: list[str] = []
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    i = 0
+    while i < len(lines):
+        line = lines[i].replace("**", "")
+        items: list[str] = []
+        while line.endswith(":") and i + 1 + len(items) < len(lines):
+            follower = lines[i + 1 + len(items)]
+            if not _LIST_ITEM.match(follower):
+                break
+            items.append(_LIST_ITEM.sub("", follower.replace("**", "")).rstrip(".;"))
+        if items and len(line) + sum(len(t) + 2 for t in items) <= MAX_FACT_CHARS:
+            units.append(f"{line} {'; '.join(items)}.")
+            i += 1 + len(items)
+            continue
+        units += [
+            clean
+            for s in split_sentences(line)
+            if len(clean := s.strip(" -*#")) >= 25 and not clean.endswith(":")
+        ]
+        i += 1
+    return units
 
 
 def build_messages(

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from server.chat.prompting import SKILL_GUIDANCE, build_messages
+from server.chat.prompting import SKILL_GUIDANCE, build_messages, fact_units, select_facts
 from server.chat.quantities import quantities, unsupported_quantities
 from server.components import Components
+from server.llm.base import Passage
 from server.llm.cleanup import clean_answer, dedupe_sentences, is_substantive, trim_runaway
+from server.rag.embedder import load_embedder
 from tests.conftest import run_cli, settings_for
 
 pytestmark = pytest.mark.one_pass  # the PostgreSQL pass leaves these to SQLite
@@ -75,6 +77,40 @@ def test_grounding_check_flags_numbers_absent_from_sources() -> None:
     assert [q.text for q in missing] == ["45 foot", "$129.78"]
     assert unsupported_quantities("1. Keep the tip up [3].", known) == []
     assert unsupported_quantities("Use a 30 inch rope.", known) != []  # the unit counts too
+
+
+DALLY = """A safe dally follows a simple pattern:
+
+1. After the catch, pull the slack out of the rope.
+2. Turn or stop the horse only after the dally is set.
+
+The rope, never a finger, should be the thing touching the horn."""
+
+
+def test_a_list_lead_in_is_never_a_fact_alone() -> None:
+    """Asked how to dally safely, the model once got "A safe dally follows a simple
+    pattern:" as a fact with the list left out, and said the facts did not cover it."""
+    units = fact_units(DALLY)
+    assert units[0] == (
+        "A safe dally follows a simple pattern: After the catch, pull the slack out of the "
+        "rope; Turn or stop the horse only after the dally is set."
+    )
+    long_list = DALLY.replace("the rope.", "the rope " + "and keep going " * 40 + ".")
+    assert not any(u.endswith(":") for u in fact_units(long_list))  # too long: items alone
+    assert "After the catch" in fact_units(long_list)[0]
+
+
+def test_the_same_fact_from_two_documents_is_given_once() -> None:
+    same = "Beginner headers commonly use 30-31 foot ropes with a medium lay."
+    passages = [
+        Passage(1, "Ropes", "a.md", None, same),
+        Passage(2, "Budget", "b.md", None, same.replace("commonly ", "")),
+        Passage(3, "Loops", "c.md", None, "A heel loop is usually smaller than a head loop."),
+    ]
+    facts = select_facts(
+        "What rope should a beginner header use?", passages, load_embedder(None), 6
+    )
+    assert [n for n, _ in facts] == [1, 3]
 
 
 def test_answers_from_the_bundled_model_are_clean_and_cited(shared_components: Components) -> None:
