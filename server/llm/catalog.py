@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import re
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from server.config import Settings
 from server.errors import AppError
+from server.files import atomic_write
 from server.llm.llamacpp import BUNDLED_GGUF, bundled_model_path
 
 BUNDLED = "bundled"
@@ -309,24 +309,5 @@ def set_env_value(path: Path, key: str, value: str) -> None:
             out[-1] += "\n"
         out.append(f"{key}={value}\n")
     mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o600  # it may hold keys
-    folder = path.parent
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write("".join(out))
-            fh.flush()
-            os.fchmod(fh.fileno(), mode)
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(folder)
-
-
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    text = "".join(out)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), mode=mode)

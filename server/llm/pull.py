@@ -28,7 +28,8 @@ from urllib.parse import quote, urljoin, urlsplit
 import httpx
 
 from server.errors import AppError
-from server.llm.catalog import CatalogEntry, fsync_dir, part_files
+from server.files import fsync_dir
+from server.llm.catalog import CatalogEntry, part_files
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 CHUNK = 1 << 20

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +22,7 @@ from sqlalchemy import Engine, text
 
 from server.db import current_generation
 from server.errors import IndexUnavailable
+from server.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -76,29 +75,6 @@ class _RWLock:
             with self._cond:
                 self._writing = False
                 self._cond.notify_all()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write via a temp file in the same folder, fsync, rename, fsync the folder."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class VectorIndex:
@@ -173,9 +149,9 @@ class VectorIndex:
         self.directory.mkdir(parents=True, exist_ok=True)
         with self._lock.read():
             name = f"chunks-{self.generation}.faiss"
-            _atomic_write(self.directory / name, lambda tmp: faiss.write_index(self._index, tmp))
+            atomic_write(self.directory / name, lambda tmp: faiss.write_index(self._index, tmp))
             manifest = Manifest(self.embedder, self.dimension, self.count, self.generation, name)
-        _atomic_write(
+        atomic_write(
             self.directory / MANIFEST,
             lambda tmp: Path(tmp).write_text(json.dumps(asdict(manifest), indent=2)),
         )
