@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from server import logs
+from server.cli.backup import register as register_backup
 from server.cli.common import components as _components
 from server.cli.common import console
 from server.cli.common import fail as _fail
@@ -45,6 +47,7 @@ app.add_typer(finetune_app, name="finetune")
 app.command("report")(report_run)
 app.command("mcp")(mcp_run)
 app.add_typer(models_app, name="models")
+register_backup(app)
 
 
 @app.command()
@@ -71,6 +74,9 @@ def serve(
 
     settings = Settings()
     logs.configure(settings.log_level, as_json=settings.log_json)
+    bound = settings.model_copy(update={"host": host or settings.host})
+    for warning in bound.unsafe(workers=workers):
+        logging.getLogger("server.cli").warning("unsafe setting: %s", warning)
     uvicorn.run(
         "server.main:serve_app",  # a factory, so each worker process builds its own app
         factory=True,
