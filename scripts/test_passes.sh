@@ -8,6 +8,8 @@ set -u
 PYTEST="$1"
 shift
 LOGS="${RODEOAI_TEST_LOGS:-.test-logs}"
+# The browser tests move to the PostgreSQL pass, which has less to do (tests/conftest.py).
+export RODEOAI_TEST_BALANCE=1
 mkdir -p "$LOGS"
 "$PYTEST" "$@" >"$LOGS/sqlite.log" 2>&1 &
 SQLITE=$!
