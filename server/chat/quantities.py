@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
-_WORD_NUMBERS: dict[str, int | Fraction] = {
+NUMBER_WORDS: dict[str, int | Fraction] = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
     "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13,
     "fourteen": 14, "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18,
@@ -31,7 +31,7 @@ _UNITS = {
     "loop": "loop", "step": "step", "stride": "stride", "run": "run", "go": "go",
     "judge": "judge", "leg": "leg", "horn": "horn",
 }  # fmt: skip
-_SPELLED = "|".join(sorted(_WORD_NUMBERS, key=len, reverse=True))
+_SPELLED = "|".join(sorted(NUMBER_WORDS, key=len, reverse=True))
 _QUANTITY = re.compile(
     r"(?P<money>\$)?\s?"
     r"(?:(?P<mixed>\d+)[\s-]+(?=\d+/\d+))?"  # the 1 of "1 1/2"
@@ -72,7 +72,7 @@ def _value(text: str) -> Fraction | None:
     if text[0].isdigit():
         return Fraction(text)
     words = re.split(r"[\s-]+", text)
-    values = [Fraction(_WORD_NUMBERS[w]) for w in words if w in _WORD_NUMBERS]
+    values = [Fraction(NUMBER_WORDS[w]) for w in words if w in NUMBER_WORDS]
     if len(values) == 2 and words[1] == "hundred":
         return values[0] * 100
     return sum(values, Fraction(0)) if values else None

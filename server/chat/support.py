@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from server.chat.quantities import quantities, unsupported_quantities
+from server.chat.quantities import NUMBER_WORDS, quantities, unsupported_quantities
 from server.rag.embedder import Embedder
 
 # Set on the labelled sentences (tests/chat/test_support.py reports precision and recall).
@@ -120,12 +120,11 @@ def _stem(word: str) -> str:
 
 
 def content_words(text: str) -> set[str]:
-    from server.chat.quantities import _WORD_NUMBERS  # number words are judged as numbers
-
+    """The words that carry a claim, stemmed; number words are judged as quantities."""
     return {
         _stem(w)
         for w in _WORD.findall(text.lower())
-        if w not in _STOP and w not in _WORD_NUMBERS and len(w) > 1
+        if w not in _STOP and w not in NUMBER_WORDS and len(w) > 1
     }
 
 
@@ -179,7 +178,10 @@ class SupportCheck:
             kept: list[str] = []
             for sentence in line:
                 verdict = next(verdicts)
-                (kept.append(sentence) if verdict.kept else dropped.append(verdict))
+                if verdict.kept:
+                    kept.append(sentence)
+                else:
+                    dropped.append(verdict)
             if kept or (not line and kept_lines and kept_lines[-1]):
                 kept_lines.append(" ".join(kept))
         return Checked("\n".join(kept_lines).strip(), dropped)
@@ -193,7 +195,8 @@ class SupportCheck:
     def signs(
         self, sentences: list[str], facts: list[str], question: str, context: str = ""
     ) -> list[Signs]:
-        """What the check weighs for each sentence (the tuning script reads these too)."""
+        """What the check weighs for each sentence; `judge` turns them into a verdict, and
+        thresholds can be tried on the labelled set without encoding again."""
         claims = [claim_text(s) for s in sentences]
         clauses = [
             [c for c in _CLAUSE.split(claim) if len(content_words(c)) >= 3] for claim in claims
