@@ -69,6 +69,9 @@ class Task:
     as_json: bool  # Open WebUI parses a JSON object; the others take plain text
     conversation: str = ""  # the embedded conversation, whole
     text: str = ""  # what an autocomplete continues, or the message an emoji reflects
+    # Fields the client's JSON reply needs besides the task's own (LibreChat's structured
+    # title asks for the language too).
+    extra: tuple[tuple[str, str], ...] = ()
 
     @property
     def first_question(self) -> str:
@@ -92,7 +95,8 @@ def recognise(messages: list[dict[str, str]]) -> Task | None:
     instructions = "\n".join(m["content"] for m in messages if m["role"] in {"system", "user"})
     if _LANGUAGE_AND_TITLE.search(instructions) and _TRANSCRIPT_ROLE.search(instructions):
         questions = _transcript_questions(instructions)
-        return Task("title", "librechat", questions, True, instructions, text="language")
+        extra = (("language", "English"),)
+        return Task("title", "librechat", questions, True, instructions, extra=extra)
     found = _ABOUT_CONVERSATION.search(instructions)
     if found and _TRANSCRIPT_ROLE.search(instructions):
         kind: TaskKind = "title" if found.group(1).lower() == "title" else "summary"
@@ -157,10 +161,8 @@ def answer(task: Task, search: Search) -> str:
 
 
 def _shape(task: Task, key: str, value: object) -> str:
-    if task.as_json and task.client == "librechat":  # its structured title: language too
-        return json.dumps({"language": "English", key: value}, ensure_ascii=False)
     if task.as_json:
-        return json.dumps({key: value}, ensure_ascii=False)
+        return json.dumps({**dict(task.extra), key: value}, ensure_ascii=False)
     if isinstance(value, list):
         return "\n".join(str(v) for v in value)
     return str(value)

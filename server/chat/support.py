@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from server.chat.quantities import NUMBER_WORDS, quantities, unsupported_quantities
+from server.chat.quantities import NUMBER_WORDS, Quantity, quantities
 from server.rag.embedder import Embedder
 
 # Set on the labelled sentences (tests/chat/test_support.py reports precision and recall).
@@ -203,15 +203,19 @@ class SupportCheck:
         ]
         flat = [c for group in clauses for c in group]
         sims = self._similarity(claims + flat, facts)
-        known = [q for fact in facts for q in quantities(fact)] + quantities(question)
+        # Each text's quantities are read once per answer, not once per sentence.
+        per_fact = [quantities(fact) for fact in facts]
+        asked_quantities = quantities(question)
+        known = [q for found in per_fact for q in found] + asked_quantities
         in_facts = content_words(" ".join(facts))
         in_sources = in_facts | content_words(context)
         asked = content_words(question)
-        asked_quantities = {(q.value, q.unit) for q in quantities(question)}
+        asked_pairs = {(q.value, q.unit) for q in asked_quantities}
         out: list[Signs] = []
         at = len(claims)
         for i, claim in enumerate(claims):
             words = content_words(claim)
+            stated = quantities(claim)
             best = int(np.argmax(sims[i])) if facts else 0
             clause_sims = (
                 [float(sims[at + j].max()) for j in range(len(clauses[i]))] if facts else []
@@ -225,13 +229,13 @@ class SupportCheck:
                     lead_in=claim.rstrip().endswith(":"),
                     refusal=bool(_REFUSAL.search(claim)),
                     echo=len(words - asked) <= 1
-                    and all((q.value, q.unit) in asked_quantities for q in quantities(claim)),
-                    missing=[q.text for q in unsupported_quantities(claim, known)],
+                    and all((q.value, q.unit) in asked_pairs for q in stated),
+                    missing=[q.text for q in _unmatched(stated, known)],
                     novel=sorted(words - in_facts),
                     similarity=float(sims[i][best]) if facts else 0.0,
                     weakest_clause=min(clause_sims, default=1.0),
                     negation_flip=bool(facts) and _negated(claim) != _negated(facts[best]),
-                    unbound=self._unbound(claim, facts, sims[i], question),
+                    unbound=self._unbound(stated, per_fact, sims[i], asked_quantities),
                     swapped=swapped_word(claim, facts[best]) if facts else None,
                     unanswered=sorted((words & asked) - in_sources),
                 )
@@ -266,14 +270,22 @@ class SupportCheck:
             return "negates what the closest fact says"
         return None
 
-    def _unbound(self, claim: str, facts: list[str], sims: np.ndarray, question: str) -> list[str]:
+    def _unbound(
+        self,
+        stated: list[Quantity],
+        per_fact: list[list[Quantity]],
+        sims: np.ndarray,
+        asked: list[Quantity],
+    ) -> list[str]:
         """Quantities the sentence takes from a fact it does not otherwise resemble: the
         right number from the wrong rule ("a one-leg catch adds 10 seconds")."""
-        if not facts:
+        if not per_fact:
             return []
-        near = [f for f, sim in zip(facts, sims, strict=False) if sim >= sims.max() - self.margin]
-        known = [q for fact in near for q in quantities(fact)] + quantities(question)
-        return [q.text for q in unsupported_quantities(claim, known)]
+        floor = sims.max() - self.margin
+        near = [
+            q for found, sim in zip(per_fact, sims, strict=False) if sim >= floor for q in found
+        ]
+        return [q.text for q in _unmatched(stated, near + asked)]
 
     def _similarity(self, claims: list[str], facts: list[str]) -> np.ndarray:
         if not claims or not facts:
@@ -307,6 +319,10 @@ def swapped_word(claim: str, fact: str) -> tuple[str, str] | None:
         if opposite and opposite in fact_words and opposite not in claim_words:
             return word, opposite
     return None
+
+
+def _unmatched(stated: list[Quantity], known: list[Quantity]) -> list[Quantity]:
+    return [q for q in stated if not any(q.matches(k) for k in known)]
 
 
 _NEGATION = re.compile(

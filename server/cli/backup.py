@@ -3,8 +3,9 @@ and its FAISS index, copied while the server answers, and restored only once che
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
 from rich.markup import escape
@@ -16,6 +17,8 @@ from server.config import Settings
 from server.db.backup import BackupError, Manifest, backup, restore, row_counts
 from server.db.engine import safe_url
 from server.errors import AppError
+
+T = TypeVar("T")
 
 
 def register(app: typer.Typer) -> None:
@@ -45,14 +48,9 @@ def backup_command(
         bar.update(task, completed=done, total=total)
 
     try:
-        try:
-            manifest = backup(settings, dest, progress=report)
-        finally:
-            bar.stop()
-    except AppError as exc:
-        _fail(exc)
-    except Exception as exc:  # never a traceback: one line, as for the expected ones
-        _fail(_unexpected(exc))
+        manifest = _guarded(lambda: backup(settings, dest, progress=report))
+    finally:
+        bar.stop()
     index = "included" if manifest.index else "left out (a restore rebuilds it)"
     print(
         f"backed up {safe_url(settings.engine_url)} ({manifest.engine}, schema "
@@ -69,13 +67,8 @@ def restore_command(
     """Check a backup's manifest and checksums, restore it into the configured database
     (stop the server first), and migrate it to this release's schema."""
     settings = _settings()
-    try:
-        manifest: Manifest = restore(settings, src, force=force)
-        counts = row_counts(settings)
-    except AppError as exc:
-        _fail(exc)
-    except Exception as exc:  # never a traceback: one line, as for the expected ones
-        _fail(_unexpected(exc))
+    manifest: Manifest = _guarded(lambda: restore(settings, src, force=force))
+    counts = _guarded(lambda: row_counts(settings))
     index = "restored" if manifest.index else "rebuilt from the database at the next start"
     print(
         f"restored {src} (taken {manifest.created_at}, schema {manifest.schema_revision}) "
@@ -90,6 +83,17 @@ def _settings() -> Settings:
         _fail(BackupError(f"invalid settings: {str(exc).splitlines()[0]}"))
     logs.configure("WARNING", as_json=settings.log_json)
     return settings
+
+
+def _guarded(call: Callable[[], T]) -> T:
+    """The call's result; any error ends the command with one line and exit code 2, never
+    a traceback."""
+    try:
+        return call()
+    except AppError as exc:
+        _fail(exc)
+    except Exception as exc:
+        _fail(_unexpected(exc))
 
 
 def _unexpected(exc: Exception) -> AppError:
