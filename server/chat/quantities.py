@@ -108,8 +108,10 @@ def quantities(text: str) -> list[Quantity]:
             if _RANGE.fullmatch(between):
                 after = matches[i + 1]
                 unit = _unit(after.group("unit"), money=bool(after.group("money")))
-        if spelled and unit is None and value in (1, Fraction(1, 2), Fraction(1, 4)):
-            continue  # "one of the ropers", "half the time": not a stated amount
+        # "One of the ropers", "half the time": not a stated amount; "half as much" is one.
+        ratio = value != 1 and (match.group("unit") or "").strip().lower() == "as"
+        if spelled and unit is None and value in (1, Fraction(1, 2), Fraction(1, 4)) and not ratio:
+            continue
         # Shown in reasons: "$50", "7/8 inch"; a following word that is no unit is left off.
         worded = _unit(match.group("unit"), money=False) is not None
         end = match.end() if worded else match.end("num")

@@ -4,8 +4,10 @@ the model was given, or it is dropped, with the reason recorded.
 A sentence is kept only when every quantity it states is a quantity of the facts, its meaning
 is close to one fact (embedding similarity), and it brings few content words that neither the
 facts nor the question contain. Echoes of the question, boilerplate, list lead-ins and
-refusals that the facts contradict say nothing a roper can use, so they go too. The
-thresholds were set on tests/data/support/sentences.jsonl (labelled by hand).
+refusals that the facts contradict say nothing a roper can use, so they go too. A sentence
+that keeps the facts' words yet says the reverse (opposites swapped, a negation the facts
+do not make, "only" where they make no such rule) goes as well: see contradictions.py.
+The thresholds were set on tests/data/support/sentences.jsonl (labelled by hand).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from server.chat.contradictions import contradiction, negated, swapped_word, unsaid_opposite
 from server.chat.quantities import NUMBER_WORDS, Quantity, quantities
 from server.rag.embedder import Embedder
 
@@ -32,7 +35,7 @@ _MARKERS = re.compile(
     r"|\(\s*(?:source\s*)?\d{1,2}(?:\s*[,;]\s*\d{1,2})*\s*\)|【[^】]*】",
     re.I,
 )
-_LIST_MARK = re.compile(r"^\s*(?:[-*+•]|\d{1,2}[.)])\s+")
+_LIST_MARK = re.compile(r"^\s*(?:[-*+•]|\d{1,2}[.)]|step \d{1,2}\s*[:.)-])\s+", re.I)
 _SPLIT = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[*A-Z0-9])")
 # Clauses joined by "and"/"but" after a comma, or by a semicolon: each must hold on its own.
 _CLAUSE = re.compile(r";\s+|,\s+(?:and|but|while|which|so)\s+|\s+but\s+(?:it|they|this)\s+", re.I)
@@ -48,7 +51,8 @@ _STOP = set(
     "often usually typically generally always really well like way ways because since "
     "instead while unlike though although rather either neither whether per via lot lots bit "
     "thing things something anything everything even still yet already quite much many "
-    "you're they're it'll you'll we're there's good need difference".split()
+    "you're they're it'll you'll we're there's good need difference yes go goes going times "
+    "dollars percent".split()
 )
 _BOILERPLATE = re.compile(
     r"^(?:i hope (?:this|that) helps|hope (?:this|that) helps|let me know|feel free|"
@@ -89,10 +93,11 @@ class Signs:
     novel: list[str]  # content words no fact contains
     similarity: float  # to the closest fact
     weakest_clause: float  # the least supported clause's similarity to any fact
-    negation_flip: bool  # negated where the closest fact is not, or the other way
+    negation_flip: bool  # negated where no fact close to its meaning is
     unbound: list[str]  # quantities found only in facts far from this sentence's meaning
-    swapped: tuple[str, str] | None  # (claim's word, the closest fact's opposite word)
+    swapped: tuple[str, str] | None  # (claim's word, the opposite word the facts use)
     unanswered: list[str]  # words of the question the sentence uses that no fact contains
+    contradiction: str | None  # how it says the reverse of the facts in their own words
 
 
 @dataclass
@@ -103,7 +108,8 @@ class Checked:
 
 def claim_text(sentence: str) -> str:
     """The sentence as a claim: no citation markers or placeholders, list marks, bold."""
-    text = _MARKERS.sub(" ", _LIST_MARK.sub("", sentence)).replace("**", "").replace("__", "")
+    text = sentence.replace("**", "").replace("__", "")
+    text = _MARKERS.sub(" ", _LIST_MARK.sub("", text))
     return re.sub(r"\s+", " ", text).strip(" \"'“”")
 
 
@@ -202,7 +208,9 @@ class SupportCheck:
             [c for c in _CLAUSE.split(claim) if len(content_words(c)) >= 3] for claim in claims
         ]
         flat = [c for group in clauses for c in group]
-        sims = self._similarity(claims + flat, facts)
+        # The question is encoded with the facts: an echo sits closer to it than to any fact.
+        both = self._similarity(claims + flat, [*facts, question])
+        sims, to_question = both[:, : len(facts)], both[:, len(facts)]
         # Each text's quantities are read once per answer, not once per sentence.
         per_fact = [quantities(fact) for fact in facts]
         asked_quantities = quantities(question)
@@ -221,6 +229,7 @@ class SupportCheck:
                 [float(sims[at + j].max()) for j in range(len(clauses[i]))] if facts else []
             )
             at += len(clauses[i])
+            closest_first = [facts[j] for j in np.argsort(-sims[i])] if facts else []
             out.append(
                 Signs(
                     claim=claim,
@@ -228,16 +237,23 @@ class SupportCheck:
                     boilerplate=len(words) < 2 or bool(_BOILERPLATE.match(claim)),
                     lead_in=claim.rstrip().endswith(":"),
                     refusal=bool(_REFUSAL.search(claim)),
+                    # An echo restates the question; a fact in the question's words ("keep
+                    # the thumb up") sits closer to the fact than to the question.
                     echo=len(words - asked) <= 1
-                    and all((q.value, q.unit) in asked_pairs for q in stated),
+                    and all((q.value, q.unit) in asked_pairs for q in stated)
+                    and (not facts or float(to_question[i]) >= float(sims[i][best])),
                     missing=[q.text for q in _unmatched(stated, known)],
                     novel=sorted(words - in_facts),
                     similarity=float(sims[i][best]) if facts else 0.0,
                     weakest_clause=min(clause_sims, default=1.0),
-                    negation_flip=bool(facts) and _negated(claim) != _negated(facts[best]),
+                    negation_flip=negated(claim)
+                    and not any(map(negated, self._near(facts, sims[i]))),
                     unbound=self._unbound(stated, per_fact, sims[i], asked_quantities),
-                    swapped=swapped_word(claim, facts[best]) if facts else None,
+                    swapped=(swapped_word(claim, facts[best]) or unsaid_opposite(claim, facts))
+                    if facts
+                    else None,
                     unanswered=sorted((words & asked) - in_sources),
+                    contradiction=contradiction(claim, closest_first, _stem),
                 )
             )
         return out
@@ -268,7 +284,13 @@ class SupportCheck:
             return f"a clause no fact says (similarity {signs.weakest_clause:.2f})"
         if signs.negation_flip and signs.similarity >= self.flip_similarity:
             return "negates what the closest fact says"
+        if signs.contradiction:
+            return signs.contradiction
         return None
+
+    def _near(self, facts: list[str], sims: np.ndarray) -> list[str]:
+        """The facts about as close to the sentence's meaning as the closest one."""
+        return [f for f, sim in zip(facts, sims, strict=True) if sim >= sims.max() - self.margin]
 
     def _unbound(
         self,
@@ -294,41 +316,5 @@ class SupportCheck:
         return vectors[: len(claims)] @ vectors[len(claims) :].T
 
 
-# Words a small model swaps for their opposite ("tracks to the right", "headers prefer
-# stiffer ropes"): the sentence reads like the fact, yet says the reverse.
-_OPPOSITES = [
-    ("left", "right"), ("header", "heeler"), ("heading", "heeling"), ("head", "heel"),
-    ("front", "hind"), ("inside", "outside"), ("soft", "stiff"), ("softer", "stiffer"),
-    ("longer", "shorter"), ("long", "short"), ("bigger", "smaller"), ("larger", "smaller"),
-    ("more", "less"), ("more", "fewer"), ("before", "after"), ("first", "last"),
-    ("hot", "cold"), ("warm", "cold"), ("slow", "fast"), ("slower", "faster"),
-    ("legal", "illegal"), ("early", "late"), ("earlier", "later"), ("heavier", "lighter"),
-    ("open", "closed"), ("same", "different"), ("most", "least"), ("safest", "dangerous"),
-    ("add", "subtract"), ("increase", "decrease"), ("start", "finish"), ("beginner", "advanced"),
-    ("beginners", "advanced"), ("young", "old"), ("required", "optional"),
-]  # fmt: skip
-_OPPOSITE = {a: b for a, b in _OPPOSITES} | {b: a for a, b in _OPPOSITES}
-
-
-def swapped_word(claim: str, fact: str) -> tuple[str, str] | None:
-    """A word of the claim whose opposite the fact uses instead (and not the word itself)."""
-    claim_words = set(_WORD.findall(claim.lower()))
-    fact_words = set(_WORD.findall(fact.lower()))
-    for word in sorted(claim_words - fact_words):
-        opposite = _OPPOSITE.get(word)
-        if opposite and opposite in fact_words and opposite not in claim_words:
-            return word, opposite
-    return None
-
-
 def _unmatched(stated: list[Quantity], known: list[Quantity]) -> list[Quantity]:
     return [q for q in stated if not any(q.matches(k) for k in known)]
-
-
-_NEGATION = re.compile(
-    r"\b(?:not|never|no|don't|doesn't|isn't|aren't|avoid|without|skip)\b|n't\b", re.I
-)
-
-
-def _negated(text: str) -> bool:
-    return bool(_NEGATION.search(text))

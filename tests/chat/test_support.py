@@ -43,6 +43,7 @@ def _as(sentence: str) -> str:
         ("Stay on for eight seconds.", [("8", "second")]),
         ("1. Keep the tip up [3].", []),  # a list number
         ("Pick the one that turns.", []),  # "one" as a word, not an amount
+        ("Slack counts half as much.", [("1/2", None)]),  # a ratio is an amount
     ],
 )
 def test_quantities_are_read_whole(text: str, expected: list[tuple[str, str]]) -> None:
@@ -72,9 +73,9 @@ def test_labelled_sentences_precision_and_recall() -> None:
     precision = counts["tp"] / (counts["tp"] + counts["fp"])  # drops that were right
     print(f"support check: {counts}; unsupported dropped {dropped:.3f}, supported kept "
           f"{kept:.3f}, precision of drops {precision:.3f}")  # fmt: skip
-    # Measured 0.849 / 0.917 / 0.912 when the thresholds were set. The issue's goal for the
-    # first figure is 0.95: contradictions that keep the facts' words are what it misses.
-    assert dropped >= 0.84 and kept >= 0.9 and precision >= 0.9
+    # Measured 0.849 / 0.917 / 0.912 before the checks for contradictions that keep the
+    # facts' words (contradictions.py); 0.953 / 0.959 / 0.959 with them. Issue 14's floor:
+    assert dropped >= 0.95 and kept >= 0.9 and precision >= 0.95
 
 
 def test_the_drafts_read_by_hand_come_out_clean(shared_components: Components) -> None:
