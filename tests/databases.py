@@ -52,6 +52,21 @@ def _exists(name: str) -> bool:
         return found.fetchone() is not None
 
 
+# Connections open on the test server above which dropped engines are collected (of 400).
+COLLECT_AT = 150
+
+
+def connections() -> int:
+    """Client connections open on the test PostgreSQL server."""
+    import psycopg
+
+    with psycopg.connect(_postgres().get_uri(), autocommit=True) as connection:
+        row = connection.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+
 def _url(name: str) -> str:
     return _postgres().get_uri(name).replace("postgresql://", "postgresql+psycopg://", 1)
 
