@@ -59,8 +59,9 @@ format: setup-dev  ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix server tests scripts
 	$(BIN)/ruff format server tests scripts
 
-bench: setup-dev  ## Print ingestion, search and answer benchmarks
-	$(BIN)/python scripts/benchmark.py
+bench: setup-dev  ## Print every performance goal: figure, raw peer, ratio, pass or miss (BENCH_ARGS=--quick)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python scripts/benchmark.py $(BENCH_ARGS)
 
 clean:  ## Remove the venv and caches (not your data)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

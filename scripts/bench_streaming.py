@@ -1,6 +1,6 @@
-"""Streaming benchmark: time to first token and tokens/s through RodeoAI's /v1/chat/completions,
-next to raw llama-cpp-python on the same prompt, and next to llama_cpp.server with 1 and 4
-concurrent clients. Prints figures; asserts nothing.
+"""Streaming benchmark: time to first token and tokens/s through RodeoAI's /v1/chat/completions
+and /api/chat/stream, next to raw llama-cpp-python on the same prompts, and 4 concurrent
+clients next to one stream and next to llama_cpp.server. Prints figures; asserts nothing.
 
     python scripts/bench_streaming.py [--rounds 3]
 """
@@ -8,7 +8,6 @@ concurrent clients. Prints figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import sys
 import tempfile
@@ -16,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import openai
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +26,11 @@ from server.components import Components  # noqa: E402
 from server.config import Settings  # noqa: E402
 from server.llm.llamacpp import bundled_model_path  # noqa: E402
 from tests.servers import llama_cpp_server, rodeoai_server  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_report import Goal, print_goals  # noqa: E402
+
+Row = tuple[float, float, int]
 
 QUESTIONS = [
     "What rope length should a beginner header use?",
@@ -90,13 +95,59 @@ def concurrent(
     return rows, time.perf_counter() - started
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--rounds", type=int, default=2)
-    args = parser.parse_args()
+def stream_sse(url: str, question: str) -> tuple[float, float, int]:
+    """The same figures through /api/chat/stream's server-sent events."""
+    started = time.perf_counter()
+    first = last = 0.0
+    count = 0
+    body = {"messages": [{"role": "user", "content": question}], "skill_level": "intermediate"}
+    with httpx.stream("POST", f"{url}/api/chat/stream", json=body, timeout=120) as reply:
+        event = ""
+        for line in reply.iter_lines():
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:") and event == "token":
+                now = time.perf_counter()
+                first = first or now
+                last = now
+                count += 1
+    ttft = (first or time.perf_counter()) - started
+    rate = (count - 1) / (last - first) if count > 1 and last > first else 0.0
+    return ttft, rate, count
+
+
+def raw_llama(messages: list[list[dict[str, str]]], rounds: int, max_tokens: int) -> list[Row]:
+    """llama-cpp-python itself, streaming the very prompts RodeoAI builds."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(bundled_model_path()), n_ctx=2048, n_threads=2, verbose=False)
+    rows = []
+    for _ in range(rounds):
+        for prompt in messages:
+            started = time.perf_counter()
+            first = last = 0.0
+            count = 0
+            for part in llm.create_chat_completion(
+                messages=prompt,  # type: ignore[arg-type]
+                max_tokens=max_tokens,
+                temperature=0,
+                stream=True,
+            ):
+                if part["choices"][0]["delta"].get("content"):  # type: ignore[index]
+                    now = time.perf_counter()
+                    first = first or now
+                    last = now
+                    count += 1
+            rate = (count - 1) / (last - first) if count > 1 and last > first else 0.0
+            rows.append((first - started, rate, count))
+    return rows
+
+
+def bench_streaming(rounds: int, retrieval_p50_ms: float) -> list[Goal]:
+    """Streaming and concurrency goals, each beside raw llama-cpp-python or llama_cpp.server
+    in the same run."""
     max_tokens = 128
+    goals: list[Goal] = []
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         settings = Settings(
@@ -108,68 +159,92 @@ def main() -> None:
         components = Components(settings)
         components.ingestor.ingest([ROOT / "knowledge"])
         messages = prompts(components)
+        components.close()
         del components
-
         print(
-            f"== streaming, {len(QUESTIONS)} questions x {args.rounds} rounds, "
+            f"== streaming, {len(QUESTIONS)} questions x {rounds} rounds, "
             f"max_tokens {max_tokens}, bundled SmolLM2-135M on CPU"
         )
         with rodeoai_server(
             data, chat_guest_limit="10000/minute", llm_max_tokens=str(max_tokens)
         ) as url:
             client = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-bench")
-            rows = [
-                stream_once(client, "rodeoai", [{"role": "user", "content": q}], max_tokens)
-                for _ in range(args.rounds)
-                for q in QUESTIONS
+            user = [[{"role": "user", "content": q}] for q in QUESTIONS]
+            v1 = [
+                stream_once(client, "rodeoai", m, max_tokens) for _ in range(rounds) for m in user
             ]
-            report("rodeoai /v1/chat/completions (RAG included)", rows)
-            four = [[{"role": "user", "content": q}] for q in QUESTIONS]
-            rows, wall = concurrent(client, "rodeoai", four, max_tokens)
-            report("rodeoai, 4 concurrent clients (1 slot)", rows, wall)
-
-        from llama_cpp import Llama
-
-        llm = Llama(model_path=str(bundled_model_path()), n_ctx=2048, n_threads=2, verbose=False)
-        rows = []
-        for _ in range(args.rounds):
-            for prompt in messages:
-                started = time.perf_counter()
-                first = last = 0.0
-                count = 0
-                for part in llm.create_chat_completion(
-                    messages=prompt,  # type: ignore[arg-type]
-                    max_tokens=max_tokens,
-                    temperature=0,
-                    stream=True,
-                ):
-                    if part["choices"][0]["delta"].get("content"):  # type: ignore[index]
-                        now = time.perf_counter()
-                        first = first or now
-                        last = now
-                        count += 1
-                rate = (count - 1) / (last - first) if count > 1 and last > first else 0.0
-                rows.append((first - started, rate, count))
-        report("raw llama-cpp-python, same prompts", rows)
-        del llm
-
+            report("rodeoai /v1/chat/completions (RAG included)", v1)
+            sse = [stream_sse(url, q) for _ in range(rounds) for q in QUESTIONS]
+            report("rodeoai /api/chat/stream (RAG included)", sse)
+            single = statistics.median(r[1] for r in v1)
+            rows, wall = concurrent(client, "rodeoai", user, max_tokens)
+            report("rodeoai, 4 concurrent clients", rows, wall)
+            ours_total = sum(r[2] for r in rows) / wall
+            ours_finished = sum(r[2] > 0 for r in rows)
+        raw = raw_llama(messages, rounds, max_tokens)
+        report("raw llama-cpp-python, same prompts", raw)
         with llama_cpp_server() as (url, _process):
             client = openai.OpenAI(base_url=url, api_key="none")
-            rows = [
-                stream_once(client, "smollm2", m, max_tokens)
-                for _ in range(args.rounds)
-                for m in messages
-            ]
-            report("llama_cpp.server, 1 client", rows)
             rows, wall = concurrent(client, "smollm2", messages, max_tokens)
             report("llama_cpp.server, 4 concurrent clients", rows, wall)
-            cut = sum(1 for r in rows if r[2] < 3)
-            print(
-                f"    ({cut} of 4 concurrent streams ended with under 3 tokens: the server "
-                "interrupts a running stream when a new request arrives)"
+            theirs_total = sum(r[2] for r in rows) / wall
+    raw_rate = statistics.median(r[1] for r in raw)
+    raw_ttft = statistics.median(r[0] for r in raw) * 1000
+    for label, rows in (("/v1", v1), ("/api/chat/stream", sse)):
+        rate = statistics.median(r[1] for r in rows)
+        goals.append(
+            Goal(
+                f"streaming: tokens/s through {label}",
+                f"{rate:.1f} tok/s",
+                f"{raw_rate:.1f} tok/s",
+                rate / raw_rate,
+                ">= 0.95x raw",
+                rate >= 0.95 * raw_rate,
             )
+        )
+        ttft = statistics.median(r[0] for r in rows) * 1000
+        allowed = raw_ttft + retrieval_p50_ms + 50
+        goals.append(
+            Goal(
+                f"streaming: first token through {label}",
+                f"{ttft:.0f} ms",
+                f"{raw_ttft:.0f} ms",
+                ttft / raw_ttft,
+                f"<= raw + retrieval p50 + 50 = {allowed:.0f} ms",
+                ttft <= allowed,
+            )
+        )
+    goals.append(
+        Goal(
+            "concurrency: 4 clients, total tokens/s",
+            f"{ours_total:.1f} tok/s",
+            f"{single:.1f} tok/s",
+            ours_total / single,
+            f">= 1.0x one stream, all finish ({ours_finished}/4)",
+            ours_total >= single and ours_finished == 4,
+        )
+    )
+    goals.append(
+        Goal(
+            "concurrency: vs llama_cpp.server, 4 clients",
+            f"{ours_total:.1f} tok/s",
+            f"{theirs_total:.1f} tok/s",
+            ours_total / theirs_total,
+            "reported",
+            None,
+        )
+    )
+    return goals  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    print_goals(bench_streaming(args.rounds, retrieval_p50_ms=0.0))
 
 
 if __name__ == "__main__":
-    asyncio.run(asyncio.sleep(0))
     main()

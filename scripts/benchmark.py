@@ -1,23 +1,26 @@
 """Benchmarks that print figures (never assertions): ingestion, search and answer speed.
 
-    python scripts/benchmark.py            # everything
-    python scripts/benchmark.py --skip-100k  # leave out the slowest part
+    make bench                      # everything: about 25 minutes on 2 cores
+    make bench BENCH_ARGS=--quick   # 10,000 chunks, one streaming round: under 2 minutes
 
-Each figure is shown next to the raw library doing the same work, so overhead is visible.
+Each figure is shown next to the raw library (or the peer named) doing the same work in the
+same run, and every goal of the performance issue ends as one line: figure, raw figure,
+ratio, pass or miss.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import random
-import sqlite3
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from bench_report import Goal, machine, print_goals
+from bench_search import base_embeddings, bench_size, empty_ready, questions
+from bench_streaming import bench_streaming
 
 from server.chat.prompting import build_messages, fit_passages, select_facts
 from server.components import Components
@@ -59,7 +62,7 @@ def percentile(values: list[float], pct: float) -> float:
     return float(np.percentile(np.asarray(values), pct))
 
 
-def bench_ingestion(components: Components) -> None:
+def bench_ingestion(components: Components) -> Goal:
     embedder = components.embedder
     started = time.perf_counter()
     summary = components.ingestor.ingest([KNOWLEDGE])
@@ -82,76 +85,16 @@ def bench_ingestion(components: Components) -> None:
     print(f"== ingestion (starter knowledge, {summary.added_documents} documents, {chunks} chunks)")
     print(f"  rodeoai ingest            {chunks / ours:8.1f} chunks/s  ({ours:.2f} s)")
     print(f"  raw SentenceTransformer   {len(texts) / raw:8.1f} chunks/s  ({raw:.2f} s)")
-    print(f"  ratio (ours / raw)        {(chunks / ours) / (len(texts) / raw):8.2f}")
-
-
-def fill_synthetic(components: Components, total: int) -> None:
-    """Insert random chunks straight into SQLite (FTS rows via the triggers), then rebuild."""
-    rng = np.random.default_rng(7)
-    words = random.Random(7)
-    db = sqlite3.connect(components.settings.database_path)
-    db.execute("PRAGMA synchronous=OFF")
-    per_doc = 100
-    with db:
-        for d in range(total // per_doc):
-            cur = db.execute(
-                "INSERT INTO document (source, title, kind, content_hash, events_json, "
-                "chunk_count, created_at, updated_at) VALUES (?, ?, 'md', ?, '[]', ?, "
-                "datetime('now'), datetime('now'))",
-                (f"synthetic/{d}.md", f"Synthetic {d}", f"h{d}", per_doc),
-            )
-            vectors = rng.standard_normal((per_doc, components.embedder.dimension)).astype("f4")
-            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-            db.executemany(
-                "INSERT INTO chunk (document_id, ordinal, text, token_count, content_hash, "
-                "embedding) VALUES (?, ?, ?, 50, ?, ?)",
-                [
-                    (
-                        cur.lastrowid,
-                        i,
-                        " ".join(words.choices(VOCABULARY, ZIPF, k=60)),
-                        f"{d}-{i}",
-                        vectors[i].tobytes(),
-                    )
-                    for i in range(per_doc)
-                ],
-            )
-        db.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('generation', ?)", (str(total),)
-        )
-    db.close()
-    components.index.rebuild(components.engine)
-
-
-def bench_search(size: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        components = Components(settings(Path(tmp)))
-        components.index  # noqa: B018
-        started = time.perf_counter()
-        fill_synthetic(components, size)
-        built = time.perf_counter() - started
-        retriever = components.retriever
-        queries = [" ".join(random.Random(i).choices(VOCABULARY, ZIPF, k=6)) for i in range(200)]
-        retriever.search(queries[0], 5)  # warm-up
-        timings = {"hybrid": [], "dense": [], "lexical": []}
-        for query in queries:
-            for mode, call in (
-                ("hybrid", retriever.search),
-                ("dense", retriever.dense),
-                ("lexical", retriever.lexical),
-            ):
-                started = time.perf_counter()
-                call(query, 5)
-                timings[mode].append((time.perf_counter() - started) * 1000)
-        print(
-            f"== search at {size:,} synthetic chunks (fill + index build {built:.1f} s, "
-            f"{len(queries)} queries)"
-        )
-        for mode, values in timings.items():
-            print(
-                f"  {mode:8s} p50 {percentile(values, 50):7.2f} ms   "
-                f"p99 {percentile(values, 99):7.2f} ms"
-            )
+    ratio = (chunks / ours) / (len(texts) / raw)
+    print(f"  ratio (ours / raw)        {ratio:8.2f}")
+    return Goal(
+        "ingestion: chunks/s",
+        f"{chunks / ours:.1f} chunks/s",
+        f"{len(texts) / raw:.1f} chunks/s",
+        ratio,
+        ">= 0.95x raw encode",
+        ratio >= 0.95,
+    )
 
 
 def bench_answers(components: Components) -> None:
@@ -207,15 +150,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--skip-100k", action="store_true", help="Leave out 100,000 chunks")
+    parser.add_argument(
+        "--quick", action="store_true", help="10,000 chunks and one round: under 2 minutes"
+    )
     args = parser.parse_args()
+    print(f"RodeoAI benchmark on {machine()}")
+    goals: list[Goal] = []
     with tempfile.TemporaryDirectory() as tmp:
         components = Components(settings(Path(tmp)))
         components.index  # noqa: B018
-        bench_ingestion(components)
-        bench_answers(components)
-    for size in (10_000,) if args.skip_100k else (10_000, 100_000):
-        bench_search(size)
+        goals.append(bench_ingestion(components))
+        if not args.quick:
+            bench_answers(components)
+        base = base_embeddings(components, 400)
+        components.close()
+    sizes = (10_000,) if args.quick else (10_000, 100_000, 1_000_000)
+    empty = empty_ready()
+    for size in sizes:
+        goals += bench_size(size, base, questions(), chroma=size == 100_000, empty_ready=empty)
+    retrieval = next(
+        (float(g.figure.split()[0]) for g in goals if g.name.startswith("search: hybrid")), 0.0
+    )
+    goals += bench_streaming(1 if args.quick else 2, retrieval)
+    print_goals(goals)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from server.chat.conversations import ConversationStore
 from server.chat.pipeline import ChatService
 from server.chat.recording import AnswerObserver
 from server.config import Settings
-from server.db import make_engine
+from server.db import counts, make_engine
 from server.errors import AppError
 from server.learning.analytics import AnalyticsService
 from server.learning.experiments import ExperimentService
@@ -39,6 +39,7 @@ from server.llm.extractive import ExtractiveBackend
 from server.llm.llamacpp import LlamaCppBackend, resolve_model_path
 from server.llm.ollama_backend import OllamaBackend
 from server.llm.openai_backend import OpenAIBackend
+from server.rag.bm25 import Bm25Cache
 from server.rag.embedder import Embedder, load_embedder
 from server.rag.ingest import IngestObserver, Ingestor
 from server.rag.retriever import Retriever
@@ -46,6 +47,9 @@ from server.rag.vector_index import VectorIndex
 from server.startup import Startup, StartupCancelled
 
 log = logging.getLogger(__name__)
+
+# Up to this many chunks (about a second's work) the lexical index is built before ready.
+WARM_LEXICAL_MAX_CHUNKS = 20_000
 
 
 @dataclass
@@ -81,7 +85,10 @@ class Components:
     @cached_property
     def unopened_index(self) -> VectorIndex:
         return VectorIndex(
-            self.settings.index_dir, embedder=self.embedder.name, dimension=self.embedder.dimension
+            self.settings.index_dir,
+            embedder=self.embedder.name,
+            dimension=self.embedder.dimension,
+            ann_min_chunks=self.settings.vector_ann_min_chunks,
         )
 
     @cached_property
@@ -118,6 +125,7 @@ class Components:
             self.index,
             candidates=self.settings.candidates,
             rrf_k=self.settings.rrf_k,
+            bm25=Bm25Cache(self.engine) if self.settings.lexical_index == "memory" else None,
         )
 
     @cached_property
@@ -280,6 +288,17 @@ class Components:
             )
             log.info("starter knowledge: %s", summary.line())
 
+    def warm_lexical(self) -> None:
+        """Build the in-memory lexical index now when that is quick; a large knowledge base
+        builds it in the background, the database's index answering meanwhile."""
+        bm25 = self.retriever.bm25
+        if bm25 is None:
+            return
+        if counts(self.engine)[1] <= WARM_LEXICAL_MAX_CHUNKS:
+            bm25.warm()
+        else:
+            bm25.current(-1)  # starts the background build
+
     def start(self) -> None:
         """Open the knowledge base and warm the models, in a loader thread: knowledge first
         (another worker may be loading it under the lock, and an index opened before it
@@ -290,6 +309,7 @@ class Components:
             startup.step("opening index")
             self.load_starter_knowledge()
             self.index  # noqa: B018  (loads, or rebuilds when missing or corrupt)
+            self.warm_lexical()
             startup.step("warming up")
             self.embedder.encode(["warm up"])
             for backend in self.chain.backends:

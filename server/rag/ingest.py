@@ -376,6 +376,8 @@ class Ingestor:
             self.index.rebuild(self.engine)
             return
         self.index.apply(remove=removed, add_ids=added, add_vectors=vectors, generation=generation)
+        if self.index.wrong_kind():  # crossed the exact/approximate threshold: retrain
+            self.index.rebuild(self.engine)
 
     def reembed(self, progress: Progress | None = None, *, batch: int = 256) -> int:
         """Re-encode every stored chunk with the configured embedder, then rebuild the index."""

@@ -16,7 +16,7 @@ from server.db import is_sqlite
 
 _WORD = re.compile(r"[\w']+", re.UNICODE)
 # Words that carry no topic: left in, they make bm25 favour chatty paragraphs.
-_STOPWORDS = frozenset(
+STOPWORDS = frozenset(
     (
         "a an and are as at be by can do does for from how i in is it me my of on or should "
         "the their there this to was what when where which who why will with you your"
@@ -26,7 +26,7 @@ _STOPWORDS = frozenset(
 
 def query_words(query: str) -> list[str]:
     """The words worth matching, in order, each once."""
-    words = [w for w in _WORD.findall(query.lower()) if w not in _STOPWORDS]
+    words = [w for w in _WORD.findall(query.lower()) if w not in STOPWORDS]
     return list(dict.fromkeys(w.replace('"', "") for w in words if w.replace('"', "")))
 
 

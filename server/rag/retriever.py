@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
 
+from server.db import current_generation
 from server.errors import IndexUnavailable, InvalidInput, NotFound
+from server.rag.bm25 import Bm25Cache
 from server.rag.embedder import Embedder
 from server.rag.lexical import lexical_search
 from server.rag.vector_index import VectorIndex
@@ -46,6 +48,7 @@ class Retriever:
         *,
         candidates: int,
         rrf_k: int,
+        bm25: Bm25Cache | None = None,
     ) -> None:
         self.engine = engine
         self.embedder = embedder
@@ -53,12 +56,21 @@ class Retriever:
         self.candidates = candidates
         self.rrf_k = rrf_k
         self._lexical = lexical_search(engine)
+        self.bm25 = bm25
 
     def dense(self, query: str, k: int) -> list[int]:
         vector = self.embedder.encode([query])[0]
         return [chunk_id for chunk_id, _ in self.index.search(vector, k)]
 
-    def lexical(self, query: str, k: int) -> list[int]:
+    def lexical(self, query: str, k: int, generation: int | None = None) -> list[int]:
+        """The in-memory BM25 when it reflects `generation` (the database's, by default),
+        else the database's own index."""
+        if self.bm25 is not None:
+            if generation is None:
+                generation = current_generation(self.engine)
+            snapshot = self.bm25.current(generation)
+            if snapshot is not None:
+                return snapshot.search(query, k)
         return self._lexical.search(query, k)
 
     def search(self, query: str, k: int = 5, mode: str = "hybrid") -> list[Hit]:
@@ -79,7 +91,8 @@ class Retriever:
             raise InvalidInput(f"unknown retrieval mode {mode!r}", code="invalid_mode")
         pool = max(self.candidates, k)
         # The lexical query and the embedder both release the GIL: run them side by side.
-        lexical = _POOL.submit(self.lexical, query, pool) if mode != "dense" else None
+        generation = self.index.generation
+        lexical = _POOL.submit(self.lexical, query, pool, generation) if mode != "dense" else None
         rankings = [self.dense(query, pool)] if mode != "lexical" else []
         if lexical is not None:
             rankings.append(lexical.result())
