@@ -268,6 +268,12 @@ class VectorIndex:
             log.warning("rebuilding vector index from the database: %s", reason)
             self.rebuild(engine)
             return f"rebuilt ({reason})"
+        if self.wrong_kind():  # the threshold setting changed since it was saved
+            kind = "approximate" if self.approximate else "exact"
+            reason = f"a {kind} index for {self.count} chunks, threshold {self.ann_min_chunks}"
+            log.warning("rebuilding vector index: %s", reason)
+            self.rebuild(engine)
+            return f"rebuilt ({reason})"
         return "loaded"
 
     def refresh_if_stale(self, engine: Engine) -> None:

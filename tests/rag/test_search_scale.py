@@ -168,3 +168,16 @@ def test_shrinking_well_below_the_threshold_goes_back_to_exact_search(
         assert index.count == components.chunk_total()
     finally:
         components.close()
+
+
+def test_an_index_saved_under_another_threshold_is_rebuilt_at_open(kb_settings: Settings) -> None:
+    approximate = Components(settings_for(kb_settings.data_dir, vector_ann_min_chunks=200))
+    approximate.index.rebuild(approximate.engine)
+    assert approximate.index.approximate
+    approximate.close()
+    components = Components(kb_settings)  # the default threshold: 50,000
+    try:
+        assert not components.index.approximate
+        assert components.index.count == components.chunk_total()
+    finally:
+        components.close()
