@@ -297,7 +297,7 @@ class Components:
         if counts(self.engine)[1] <= WARM_LEXICAL_MAX_CHUNKS:
             bm25.warm()
         else:
-            bm25.current(-1)  # starts the background build
+            bm25.start_rebuild()
 
     def start(self) -> None:
         """Open the knowledge base and warm the models, in a loader thread: knowledge first
@@ -309,7 +309,6 @@ class Components:
             startup.step("opening index")
             self.load_starter_knowledge()
             self.index  # noqa: B018  (loads, or rebuilds when missing or corrupt)
-            self.warm_lexical()
             startup.step("warming up")
             self.embedder.encode(["warm up"])
             for backend in self.chain.backends:
@@ -319,6 +318,8 @@ class Components:
                         warm_up()
                     except AppError as exc:
                         log.warning("backend %s is unavailable: %s", backend.name, exc.message)
+            # Last: a large base's background build would slow the models' warm-up (the GIL).
+            self.warm_lexical()
         except StartupCancelled:
             startup.finish(error="shut down while starting")
             return

@@ -25,15 +25,9 @@ from server.cli.common import console
 from server.config import Settings
 from server.errors import AppError
 from server.llm import catalog
-from server.llm.catalog import BUNDLED, SETTING, ModelError
+from server.llm.catalog import BUNDLED, ESTIMATES, SETTING, ModelError
 from server.llm.pull import pull
 
-ESTIMATES = (
-    "Size, RAM and tokens/s are estimates from the parameter count, not measurements: a "
-    "Q4_K_M file is about 0.6 GB per billion parameters, RAM about the file plus 0.5 GB, and "
-    "2 CPU cores generate about 60 / (billions of parameters) tokens a second (capped at 100); "
-    "the bundled model's figures were measured. A pulled model shows its real size."
-)
 RESTART = "restart `rodeoai serve` to switch"
 
 app = typer.Typer(

@@ -35,6 +35,14 @@ BUNDLED_TOKENS_PER_S = 130.0  # measured on 2 cores (ENGINEERING.md)
 BUNDLED_PARAMS_B = 0.135
 
 
+ESTIMATES = (
+    "Size, RAM and tokens/s are estimates from the parameter count, not measurements: a "
+    "Q4_K_M file is about 0.6 GB per billion parameters, RAM about the file plus 0.5 GB, and "
+    "2 CPU cores generate about 60 / (billions of parameters) tokens a second (capped at 100); "
+    "the bundled model's figures were measured. A pulled model shows its real size."
+)
+
+
 class ModelError(AppError):
     """A model that is unknown, not pulled, or in use (the CLI exits with code 2)."""
 

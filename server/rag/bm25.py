@@ -205,7 +205,7 @@ class Bm25Cache:
                 if snapshot is None or snapshot.generation < generation:
                     snapshot = self.warm()
             return snapshot if snapshot.generation == generation else None
-        self._start_rebuild()
+        self.start_rebuild()
         return None
 
     def warm(self) -> Bm25Snapshot:
@@ -213,7 +213,8 @@ class Bm25Cache:
         self._snapshot = load(self.engine)
         return self._snapshot
 
-    def _start_rebuild(self) -> None:
+    def start_rebuild(self) -> None:
+        """Rebuild in a background thread, unless one is already running."""
         with self._lock:
             if self._building:
                 return

@@ -1,5 +1,5 @@
-"""The learning loop's admin pages: experiments (start, watch, stop, promote) and analytics.
-They render from the same services as the admin API, and their scripts call that API."""
+"""The learning loop's admin pages: experiments (start, watch, stop, promote) and analytics,
+and the local models. They render from the same services as the admin API and the CLI."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from fastapi.responses import Response
 
 from server.chat.variants import PromptStyle, RetrievalMode
 from server.learning.experiments import BACKENDS
+from server.llm import catalog
 from server.web.context import PageDep
 
 router = APIRouter(include_in_schema=False)
@@ -83,4 +84,19 @@ def analytics_page(page: PageDep, days: str = "30") -> Response:
         periods=PERIODS,
         bars=day_bars(report["per_day"]),
         chart=(CHART_W, CHART_H),
+    )
+
+
+@router.get("/admin/models")
+def models_page(page: PageDep) -> Response:
+    """The model catalogue as `rodeoai models list` shows it: what is pulled, what this
+    server runs, and the commands that change it (a download is a job for the shell, with
+    its progress bar and resume, not for a web request)."""
+    if refused := page.refuse_unless_admin("/admin/models"):
+        return refused
+    return page.render(
+        "models.html",
+        report=catalog.inventory(page.components.settings),
+        estimates=catalog.ESTIMATES,
+        setting=catalog.SETTING,
     )

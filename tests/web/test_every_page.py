@@ -19,6 +19,7 @@ ADMIN_PAGES = {
     "admin": "/admin",
     "analytics": "/admin/analytics",
     "experiments": "/admin/experiments",
+    "models": "/admin/models",
     "review": "/review",
     "docs": "/docs",
 }
