@@ -269,8 +269,8 @@ class VectorIndex:
             self.rebuild(engine)
             return f"rebuilt ({reason})"
         if self.wrong_kind():  # the threshold setting changed since it was saved
-            kind = "approximate" if self.approximate else "exact"
-            reason = f"a {kind} index for {self.count} chunks, threshold {self.ann_min_chunks}"
+            kind = "an approximate" if self.approximate else "an exact"
+            reason = f"{kind} index for {self.count} chunks, threshold {self.ann_min_chunks}"
             log.warning("rebuilding vector index: %s", reason)
             self.rebuild(engine)
             return f"rebuilt ({reason})"
