@@ -12,6 +12,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -40,28 +41,33 @@ QUESTIONS = [
 ]
 
 
-def stream_once(
-    client: openai.OpenAI, model: str, messages: list[dict[str, str]], max_tokens: int
-) -> tuple[float, float, int]:
-    """(time to first token s, tokens/s after the first, content chunks)."""
-    started = time.perf_counter()
+def timed(started: float, tokens: Iterable[object]) -> Row:
+    """(time to first token s, tokens/s after the first, tokens) for a stream that yields
+    one item per content token."""
     first = last = 0.0
     count = 0
-    for chunk in client.chat.completions.create(
+    for _ in tokens:
+        now = time.perf_counter()
+        first = first or now
+        last = now
+        count += 1
+    ttft = (first or time.perf_counter()) - started
+    rate = (count - 1) / (last - first) if count > 1 and last > first else 0.0
+    return ttft, rate, count
+
+
+def stream_once(
+    client: openai.OpenAI, model: str, messages: list[dict[str, str]], max_tokens: int
+) -> Row:
+    started = time.perf_counter()
+    stream = client.chat.completions.create(
         model=model,
         messages=messages,  # type: ignore[arg-type]
         max_tokens=max_tokens,
         stream=True,
         temperature=0,
-    ):
-        if chunk.choices and chunk.choices[0].delta.content:
-            now = time.perf_counter()
-            first = first or now
-            last = now
-            count += 1
-    ttft = (first or time.perf_counter()) - started
-    rate = (count - 1) / (last - first) if count > 1 and last > first else 0.0
-    return ttft, rate, count
+    )
+    return timed(started, (c for c in stream if c.choices and c.choices[0].delta.content))
 
 
 def report(label: str, rows: list[tuple[float, float, int]], wall: float | None = None) -> None:
@@ -95,25 +101,21 @@ def concurrent(
     return rows, time.perf_counter() - started
 
 
-def stream_sse(url: str, question: str) -> tuple[float, float, int]:
+def stream_sse(url: str, question: str) -> Row:
     """The same figures through /api/chat/stream's server-sent events."""
     started = time.perf_counter()
-    first = last = 0.0
-    count = 0
     body = {"messages": [{"role": "user", "content": question}], "skill_level": "intermediate"}
     with httpx.stream("POST", f"{url}/api/chat/stream", json=body, timeout=120) as reply:
-        event = ""
-        for line in reply.iter_lines():
-            if line.startswith("event:"):
-                event = line[6:].strip()
-            elif line.startswith("data:") and event == "token":
-                now = time.perf_counter()
-                first = first or now
-                last = now
-                count += 1
-    ttft = (first or time.perf_counter()) - started
-    rate = (count - 1) / (last - first) if count > 1 and last > first else 0.0
-    return ttft, rate, count
+        return timed(started, _token_events(reply.iter_lines()))
+
+
+def _token_events(lines: Iterable[str]) -> Iterator[str]:
+    event = ""
+    for line in lines:
+        if line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:") and event == "token":
+            yield line
 
 
 def raw_llama(messages: list[list[dict[str, str]]], rounds: int, max_tokens: int) -> list[Row]:
@@ -125,21 +127,15 @@ def raw_llama(messages: list[list[dict[str, str]]], rounds: int, max_tokens: int
     for _ in range(rounds):
         for prompt in messages:
             started = time.perf_counter()
-            first = last = 0.0
-            count = 0
-            for part in llm.create_chat_completion(
+            stream = llm.create_chat_completion(
                 messages=prompt,  # type: ignore[arg-type]
                 max_tokens=max_tokens,
                 temperature=0,
                 stream=True,
-            ):
-                if part["choices"][0]["delta"].get("content"):  # type: ignore[index]
-                    now = time.perf_counter()
-                    first = first or now
-                    last = now
-                    count += 1
-            rate = (count - 1) / (last - first) if count > 1 and last > first else 0.0
-            rows.append((first - started, rate, count))
+            )
+            rows.append(
+                timed(started, (p for p in stream if p["choices"][0]["delta"].get("content")))  # type: ignore[index]
+            )
     return rows
 
 

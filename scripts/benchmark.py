@@ -38,14 +38,6 @@ QUESTIONS = [
     "How do I keep my thumb safe when dallying?",
     "What does a roping saddle cost?",
 ]
-TOPIC_WORDS = (
-    "rope loop header heeler steer calf barrel pole goat bronc bull horse saddle horn dally "
-    "swing delivery timing barrier penalty score arena jackpot classification rating stride "
-    "tip spoke honda lay soft stiff medium feet seconds practice drill sled dummy cattle"
-).split()
-# Text follows a Zipf curve over 5,000 words, as prose does, with the rodeo words most common.
-VOCABULARY = TOPIC_WORDS + [f"w{i}" for i in range(5000 - len(TOPIC_WORDS))]
-ZIPF = [1 / (rank + 1) for rank in range(len(VOCABULARY))]
 
 
 def settings(data: Path) -> Settings:
