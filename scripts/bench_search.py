@@ -31,8 +31,9 @@ import faiss
 import numpy as np
 from bench_report import Goal, p50
 
-from server.components import WARM_LEXICAL_MAX_CHUNKS, Components
+from server.components import Components
 from server.config import Settings
+from server.rag.bm25 import WARM_MAX_CHUNKS
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPIC_WORDS = (
@@ -220,7 +221,7 @@ def serve_ready(data: Path, chunks: int) -> tuple[float, float]:
         if ready is None:
             raise RuntimeError(f"not ready after 600 s; see {log}")
         deadline = time.time() + 600
-        background = chunks > WARM_LEXICAL_MAX_CHUNKS  # smaller ones are built before ready
+        background = chunks > WARM_MAX_CHUNKS  # smaller ones are built before ready
         while background and "lexical index rebuilt" not in log.read_text():
             if time.time() > deadline:
                 raise RuntimeError(f"no lexical index after 600 s; see {log}")

@@ -23,7 +23,7 @@ from server.chat.conversations import ConversationStore
 from server.chat.pipeline import ChatService
 from server.chat.recording import AnswerObserver
 from server.config import Settings
-from server.db import counts, make_engine
+from server.db import make_engine
 from server.errors import AppError
 from server.learning.analytics import AnalyticsService
 from server.learning.experiments import ExperimentService
@@ -47,9 +47,6 @@ from server.rag.vector_index import VectorIndex
 from server.startup import Startup, StartupCancelled
 
 log = logging.getLogger(__name__)
-
-# Up to this many chunks (about a second's work) the lexical index is built before ready.
-WARM_LEXICAL_MAX_CHUNKS = 20_000
 
 
 @dataclass
@@ -288,17 +285,6 @@ class Components:
             )
             log.info("starter knowledge: %s", summary.line())
 
-    def warm_lexical(self) -> None:
-        """Build the in-memory lexical index now when that is quick; a large knowledge base
-        builds it in the background, the database's index answering meanwhile."""
-        bm25 = self.retriever.bm25
-        if bm25 is None:
-            return
-        if counts(self.engine)[1] <= WARM_LEXICAL_MAX_CHUNKS:
-            bm25.warm()
-        else:
-            bm25.start_rebuild()
-
     def start(self) -> None:
         """Open the knowledge base and warm the models, in a loader thread: knowledge first
         (another worker may be loading it under the lock, and an index opened before it
@@ -319,7 +305,8 @@ class Components:
                     except AppError as exc:
                         log.warning("backend %s is unavailable: %s", backend.name, exc.message)
             # Last: a large base's background build would slow the models' warm-up (the GIL).
-            self.warm_lexical()
+            if self.retriever.bm25 is not None:
+                self.retriever.bm25.open()
         except StartupCancelled:
             startup.finish(error="shut down while starting")
             return

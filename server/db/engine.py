@@ -204,6 +204,11 @@ def current_generation(engine: Engine) -> int:
     return int(row[0]) if row else 0
 
 
+def chunk_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM chunk")).scalar_one())
+
+
 def counts(engine: Engine) -> tuple[int, int]:
     """(documents, chunks)."""
     with engine.connect() as conn:

@@ -27,7 +27,7 @@ import numpy as np
 import Stemmer
 from sqlalchemy import Engine, text
 
-from server.db import current_generation
+from server.db import chunk_count, current_generation
 from server.rag.lexical import STOPWORDS
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,8 @@ TITLE_WEIGHT, HEADING_WEIGHT, TEXT_WEIGHT = 2.0, 1.5, 1.0
 # unicode61 keeps letters and digits together; everything else, "_" too, separates.
 # Up to this many chunks a stale index is rebuilt before the search that finds it stale.
 SYNC_MAX_CHUNKS = 2_000
+# Up to this many chunks the index is built at start-up, before the server says it is ready.
+WARM_MAX_CHUNKS = 20_000
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 _STEMMER = Stemmer.Stemmer("porter")
 
@@ -198,7 +200,9 @@ class Bm25Cache:
         snapshot = self._snapshot
         if snapshot is not None and snapshot.generation == generation:
             return snapshot
-        size = snapshot.count if snapshot is not None else _chunk_count(self.engine)
+        if self._building:  # a background build is on its way: no count on every search
+            return None
+        size = snapshot.count if snapshot is not None else chunk_count(self.engine)
         if size <= self.sync_max_chunks:
             with self._sync:  # one thread rebuilds; the others wait and use its result
                 snapshot = self._snapshot
@@ -207,6 +211,14 @@ class Bm25Cache:
             return snapshot if snapshot.generation == generation else None
         self.start_rebuild()
         return None
+
+    def open(self) -> None:
+        """At start-up: build now when that is quick (up to WARM_MAX_CHUNKS, about a
+        second), else in the background, the database's index answering meanwhile."""
+        if chunk_count(self.engine) <= WARM_MAX_CHUNKS:
+            self.warm()
+        else:
+            self.start_rebuild()
 
     def warm(self) -> Bm25Snapshot:
         """Build now, in the caller's thread (start-up, tests, benchmarks)."""
@@ -240,8 +252,3 @@ class Bm25Cache:
         finally:
             with self._lock:
                 self._building = False
-
-
-def _chunk_count(engine: Engine) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(text("SELECT count(*) FROM chunk")).scalar_one())

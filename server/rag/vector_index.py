@@ -20,7 +20,7 @@ import faiss
 import numpy as np
 from sqlalchemy import Engine, text
 
-from server.db import current_generation
+from server.db import chunk_count, current_generation
 from server.errors import IndexUnavailable
 from server.files import atomic_write
 
@@ -242,7 +242,7 @@ class VectorIndex:
         with engine.connect() as conn:
             row = conn.execute(text("SELECT value FROM meta WHERE key = 'embedder'")).first()
         stored = row[0] if row else None
-        if stored and stored != self.embedder and _chunk_count(engine):
+        if stored and stored != self.embedder and chunk_count(engine):
             raise IndexUnavailable(
                 f"the database holds embeddings from {stored!r} but the configured embedder is "
                 f"{self.embedder!r}; run `rodeoai index rebuild --reembed` to re-encode the "
@@ -259,11 +259,11 @@ class VectorIndex:
         try:
             manifest = self.load()
         except IndexCorrupt as exc:
-            level = logging.WARNING if _chunk_count(engine) else logging.INFO
+            level = logging.WARNING if chunk_count(engine) else logging.INFO
             log.log(level, "rebuilding vector index from the database: %s", exc)
             self.rebuild(engine)
             return f"rebuilt ({exc})"
-        if manifest.generation != generation or manifest.count != _chunk_count(engine):
+        if manifest.generation != generation or manifest.count != chunk_count(engine):
             reason = f"index generation {manifest.generation} != database {generation}"
             log.warning("rebuilding vector index from the database: %s", reason)
             self.rebuild(engine)
@@ -280,8 +280,3 @@ class VectorIndex:
         """Pick up changes another process (the CLI) committed since we last looked."""
         if current_generation(engine) != self.generation:
             self.open(engine)
-
-
-def _chunk_count(engine: Engine) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(text("SELECT count(*) FROM chunk")).scalar_one())
