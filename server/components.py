@@ -5,7 +5,6 @@ The web app and the CLI share this, so both see the same data in the same way.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -39,12 +38,15 @@ from server.llm.extractive import ExtractiveBackend
 from server.llm.llamacpp import LlamaCppBackend, resolve_model_path
 from server.llm.ollama_backend import OllamaBackend
 from server.llm.openai_backend import OpenAIBackend
+from server.notify import MailConfig, MailSender, Outbox, SmtpTransport
 from server.rag.bm25 import Bm25Cache
 from server.rag.embedder import Embedder, load_embedder
 from server.rag.ingest import IngestObserver, Ingestor
+from server.rag.pgvector_store import PgVectorStore
 from server.rag.retriever import Retriever
 from server.rag.vector_index import VectorIndex
-from server.startup import Startup, StartupCancelled
+from server.rag.vector_store import VectorStore
+from server.startup import Shutdown, Startup, StartupCancelled
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,10 @@ class Components:
     observers: Observers = field(default_factory=Observers)
 
     @cached_property
+    def shutdown(self) -> Shutdown:
+        return Shutdown(self.settings.shutdown_grace_s)
+
+    @cached_property
     def engine(self) -> Engine:
         return make_engine(self.settings.engine_url)
 
@@ -80,7 +86,16 @@ class Components:
         return load_embedder(self.settings.embedder_path)
 
     @cached_property
-    def unopened_index(self) -> VectorIndex:
+    def unopened_index(self) -> VectorStore:
+        """FAISS in this process, or pgvector in the database (no FAISS file is then read
+        or written)."""
+        if self.settings.vector_store == "pgvector":
+            return PgVectorStore(
+                self.engine,
+                embedder=self.embedder.name,
+                dimension=self.embedder.dimension,
+                ann_min_chunks=self.settings.vector_ann_min_chunks,
+            )
         return VectorIndex(
             self.settings.index_dir,
             embedder=self.embedder.name,
@@ -89,11 +104,15 @@ class Components:
         )
 
     @cached_property
-    def index(self) -> VectorIndex:
+    def index(self) -> VectorStore:
         index = self.unopened_index
         outcome = index.open(self.engine)
         log.info(
-            "vector index %s: %d vectors, generation %d", outcome, index.count, index.generation
+            "vector index (%s) %s: %d vectors, generation %d",
+            index.kind,
+            outcome,
+            index.count,
+            index.generation,
         )
         return index
 
@@ -101,7 +120,7 @@ class Components:
     def ingestor(self) -> Ingestor:
         return self.make_ingestor(self.index)
 
-    def make_ingestor(self, index: VectorIndex) -> Ingestor:
+    def make_ingestor(self, index: VectorStore) -> Ingestor:
         return Ingestor(
             self.engine,
             self.embedder,
@@ -192,7 +211,26 @@ class Components:
             key, issuer=s.jwt_issuer, audience=s.jwt_audience, minutes=s.access_token_minutes
         )
         passwords = Passwords(concurrency=s.hash_concurrency)
-        return AccountService(self.engine, s, passwords, tokens, self.limiter)
+        return AccountService(self.engine, s, passwords, tokens, self.limiter, mail=self.mail)
+
+    @cached_property
+    def mail(self) -> Outbox:
+        """The e-mail outbox; with no SMTP host it queues nothing."""
+        return Outbox(self.engine, MailConfig.from_settings(self.settings))
+
+    def start_mail(self) -> MailSender | None:
+        """With SMTP on, this worker's sender thread. It opens the outbox once the loader is
+        done, so the engine is never built by two threads at once."""
+        if not self.settings.mail_enabled:
+            return None
+        sender = MailSender(
+            lambda: self.mail,
+            SmtpTransport.from_settings(self.settings),
+            poll_s=self.settings.mail_poll_s,
+            after=self.startup.done,
+        )
+        sender.start()
+        return sender
 
     @cached_property
     def oauth(self) -> OAuthService:
@@ -210,6 +248,7 @@ class Components:
             self.billing,
             self.experiments,
             answer_observers=self.observers.answers,
+            cut=self.shutdown.cut,
         )
 
     @cached_property
@@ -218,7 +257,7 @@ class Components:
 
     @cached_property
     def payments(self) -> Payments:
-        return Payments(self.billing)
+        return Payments(self.billing, mail=self.mail)
 
     @cached_property
     def conversations(self) -> ConversationStore:
@@ -259,17 +298,14 @@ class Components:
 
     def load_starter_knowledge(self) -> None:
         """First run: fill an empty database from the knowledge folder. Several workers
-        start at once; a lock beside the database lets one load it, and the rest then
-        find it loaded."""
-        from server.db import counts
+        start at once, on this machine or others: the ingestion lock lets one load it, and
+        the rest then find it loaded."""
+        from server.db import counts, ingest_lock
 
         if not self.settings.autoload_knowledge:
             return
         folder = self.settings.knowledge_dir
-        lock = Path(self.settings.data_dir) / ".first-run.lock"
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        with lock.open("w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        with ingest_lock(self.engine):  # replicas on other machines share it too
             documents, _ = counts(self.engine)
             if documents:
                 return
@@ -277,7 +313,7 @@ class Components:
                 log.warning("no documents loaded and knowledge folder %s does not exist", folder)
                 return
             log.info("first run: loading starter knowledge from %s", folder)
-            summary = self.ingestor.ingest(
+            summary = self.ingestor.ingest_unlocked(
                 [folder],
                 progress=lambda path, done, total: self.startup.step(
                     "loading knowledge", f"{done} of {total} files"

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SkillLevel = Literal["beginner", "intermediate", "advanced", "pro"]
@@ -111,6 +111,14 @@ class Settings(BaseSettings):
         ge=1,
         description="From this many chunks the vector index is approximate (a FAISS inverted "
         "file, recall@10 about 0.95 or better, see make bench) instead of exact.",
+    )
+    vector_store: Literal["faiss", "pgvector"] = Field(
+        default="faiss",
+        description="faiss: a FAISS index in each worker's memory, saved under data_dir/index "
+        "(fast; each replica holds a copy, about 1.5 GB per million 384-d chunks). pgvector: "
+        "the vectors in PostgreSQL under an HNSW index that every replica shares (needs "
+        "RODEOAI_DATABASE_URL on PostgreSQL with the pgvector extension; filled from the stored "
+        "embeddings at the first start, nothing is re-encoded).",
     )
     lexical_index: Literal["memory", "database"] = Field(
         default="memory",
@@ -235,6 +243,49 @@ class Settings(BaseSettings):
         description="Open mode, per address; -1 = unlimited (rate limits apply), 0 = none.",
     )
 
+    # --- e-mail (SMTP). No host: no e-mail, and an administrator hands out reset links ---
+    smtp_host: str | None = Field(
+        default=None,
+        description="SMTP server for password resets, welcomes, receipts and billing notices. "
+        "Empty: e-mail is off and `rodeoai users reset-link` hands out reset links.",
+    )
+    smtp_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Empty: 465 for ssl, 587 for starttls, else 25."
+    )
+    smtp_tls: Literal["none", "starttls", "ssl"] = Field(
+        default="starttls",
+        description="starttls: upgrade the connection (port 587); ssl: TLS from the start "
+        "(port 465); none: plain text, for a relay on this machine only.",
+    )
+    smtp_username: str | None = Field(default=None, description="Empty: no SMTP login.")
+    smtp_password: SecretStr | None = Field(default=None, description="Never logged.")
+    smtp_from: str | None = Field(
+        default=None,
+        description="Sender, e.g. 'RodeoAI <rodeo@club.example>'; required with a host.",
+    )
+    smtp_timeout_s: float = Field(default=30.0, gt=0, description="Per SMTP command.")
+    mail_poll_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often each worker looks for mail to send; mail queued by the same "
+        "worker goes at once.",
+    )
+    mail_retry_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Wait before the first retry of a mail the server did not take; doubled "
+        "each time, up to an hour.",
+    )
+    mail_max_attempts: int = Field(
+        default=10, ge=1, description="Tries before a mail is marked failed for the admin."
+    )
+    mail_lease_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="A mail claimed by a worker that died while sending it is tried again "
+        "after this long (it may then arrive twice, with the same Message-ID).",
+    )
+
     # --- the learning loop -------------------------------------------------------------
     answer_retention_days: int = Field(
         default=0,
@@ -254,8 +305,18 @@ class Settings(BaseSettings):
     )
     max_question_chars: int = Field(default=4000, ge=10)
     max_messages: int = Field(default=50, ge=1)
+    shutdown_grace_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=300,
+        description="On SIGTERM, answers already streaming get this long to finish; then "
+        "each ends where it is, as a shorter answer that is still recorded.",
+    )
     log_level: str = "INFO"
-    log_json: bool = Field(default=False, description="One JSON object per log line.")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text, or json: one JSON object per line, with request ids."
+    )
+    log_json: bool = Field(default=False, description="The same as RODEOAI_LOG_FORMAT=json.")
     metrics_enabled: bool = Field(
         default=True, description="Serve Prometheus metrics at GET /metrics."
     )
@@ -285,6 +346,30 @@ class Settings(BaseSettings):
         if value >= size:
             raise ValueError("chunk_overlap must be smaller than chunk_tokens")
         return value
+
+    @model_validator(mode="after")
+    def _vectors_need_postgres(self) -> Settings:
+        if self.vector_store == "pgvector" and self.engine_url.startswith("sqlite"):
+            raise ValueError(
+                "RODEOAI_VECTOR_STORE=pgvector keeps the vectors in PostgreSQL, but the "
+                "database is SQLite: set RODEOAI_DATABASE_URL=postgresql+psycopg://... or "
+                "RODEOAI_VECTOR_STORE=faiss"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _mail_complete(self) -> Settings:
+        if self.smtp_host and not self.smtp_from:
+            raise ValueError("RODEOAI_SMTP_FROM (the sender address) is needed with a SMTP host")
+        # One send is about ten SMTP commands, each allowed smtp_timeout_s: a lease shorter
+        # than that would let a second worker send a mail that is still on its way.
+        if self.mail_lease_s < 10 * self.smtp_timeout_s:
+            raise ValueError("mail_lease_s must be at least 10 times smtp_timeout_s")
+        return self
+
+    @property
+    def mail_enabled(self) -> bool:
+        return bool(self.smtp_host)
 
     @property  # not cached: model_copy(update=...) must not see a stale order
     def backend_order(self) -> list[str]:
@@ -327,6 +412,10 @@ class Settings(BaseSettings):
     def index_dir(self) -> Path:
         return self.data_dir / "index"
 
+    @property
+    def json_logs(self) -> bool:
+        return self.log_format == "json" or self.log_json
+
     def unsafe(self, *, workers: int = 1) -> list[str]:
         """Settings that work but are risky, in words an operator can act on; `rodeoai
         serve` logs each as a warning at start-up."""
@@ -342,6 +431,12 @@ class Settings(BaseSettings):
                 "open mode with Stripe on: guests answer without accounts, so nobody can buy a "
                 "plan or credits; set RODEOAI_ACCESS_MODE=accounts to sell subscriptions"
             )
+        if workers > 1 and self.rate_limit_storage.startswith("memory"):
+            warnings.append(
+                f"{workers} workers with RODEOAI_RATE_LIMIT_STORAGE=memory://: each worker "
+                "counts on its own, so every limit is in effect multiplied by the workers; "
+                "set RODEOAI_RATE_LIMIT_STORAGE=redis://... to share them"
+            )
         if "*" in self.cors_origins:
             warnings.append(
                 "RODEOAI_CORS_ORIGINS allows every origin (*): any web page a user opens can "
@@ -353,5 +448,22 @@ class Settings(BaseSettings):
                 "network reaches the box and passwords cross it unencrypted; put a TLS proxy "
                 "(Caddy, nginx) in front and set RODEOAI_TRUST_FORWARDED_FOR=true, or bind "
                 "127.0.0.1"
+            )
+        if self.smtp_host:
+            warnings.extend(self._mail_warnings())
+        return warnings
+
+    def _mail_warnings(self) -> list[str]:
+        warnings = []
+        local = self.smtp_host in {"localhost", "127.0.0.1", "::1"}
+        if self.smtp_tls == "none" and not local:
+            warnings.append(
+                f"RODEOAI_SMTP_TLS=none with the remote server {self.smtp_host}: mail, reset "
+                "links and the SMTP password cross the network unencrypted; use starttls or ssl"
+            )
+        if "://127.0.0.1" in self.public_url or "://localhost" in self.public_url:
+            warnings.append(
+                f"e-mail is on but RODEOAI_PUBLIC_URL is {self.public_url}: links in mails "
+                "(password resets) point at the server's own loopback; set the address users reach"
             )
         return warnings

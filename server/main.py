@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import signal
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import FrameType
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from sse_starlette.sse import AppStatus
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -225,7 +228,7 @@ def serve_app() -> FastAPI:
     """The factory `rodeoai serve` gives uvicorn (each worker calls it): settings from the
     environment, and the port open at once while the server loads."""
     settings = Settings()
-    logs.configure(settings.log_level, as_json=settings.log_json)
+    logs.configure(settings.log_level, as_json=settings.json_logs)
     return create_app(settings, start_in_background=True)
 
 
@@ -239,16 +242,20 @@ def create_app(settings: Settings | None = None, *, start_in_background: bool = 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        _drain_on_sigterm(components)
         loader = threading.Thread(target=components.start, daemon=True)
         loader.start()
         if not start_in_background:
             await asyncio.to_thread(loader.join)
         purger = asyncio.create_task(_purge_answers(components))
+        mailer = components.start_mail()  # None with no SMTP host
         async with mcp_endpoint.running():  # MCP's request handling lives in this scope
             yield
         purger.cancel()
         components.startup.stop.set()  # a shutdown mid-load stops at the next file
         await asyncio.to_thread(loader.join, 30)
+        if mailer is not None:  # the mail in hand is finished before the engine goes
+            await asyncio.to_thread(mailer.stop)
         components.close()
 
     app = FastAPI(
@@ -307,6 +314,29 @@ def create_app(settings: Settings | None = None, *, start_in_background: bool = 
     if settings.metrics_enabled:  # outermost: the guard's own 413s and 500s count too
         app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app
+
+
+def _drain_on_sigterm(components: Components) -> None:
+    """Start the graceful-shutdown clock the moment SIGTERM arrives. Uvicorn's own handler
+    (chained below) stops accepting connections at once, but tells the app only after the
+    open ones have ended; streams need to hear it earlier, to finish within the grace."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # in-process test clients: no signals to take
+    # sse-starlette would otherwise cancel every event stream the moment uvicorn hears the
+    # signal, with no `done` event and no record of the answer.
+    AppStatus.disable_automatic_graceful_drain()
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        components.shutdown.begin()
+        log.info(
+            "SIGTERM: draining; streaming answers end within %.0f s",
+            components.settings.shutdown_grace_s,
+        )
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 PURGE_EVERY_S = 3600.0

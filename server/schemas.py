@@ -129,6 +129,7 @@ class ReadyOut(BaseModel):
     checks: dict[str, str] = Field(
         description='database, migrations, models, index: each "ok" or why not'
     )
+    vector_store: str = Field(description="Where the vectors live: faiss or pgvector.")
 
 
 class ErrorBody(BaseModel):
@@ -244,6 +245,23 @@ class UserOut(BaseModel):
     credits: int
     disabled: bool
     created_at: datetime
+
+
+class MailOut(BaseModel):
+    """An outbox row as the admin sees it: where it stands, never its body (a reset mail's
+    holds a one-time link)."""
+
+    id: int
+    kind: str
+    recipient: str
+    subject: str
+    status: Literal["pending", "sending", "sent", "failed"]
+    attempts: int
+    last_error: str | None
+    next_attempt_at: datetime
+    created_at: datetime
+    sent_at: datetime | None
+    message_id: str
 
 
 class ProfilePatch(StrictModel):

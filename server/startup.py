@@ -5,6 +5,7 @@ models warm up."""
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 from server.errors import AppError
@@ -50,3 +51,42 @@ class Startup:
 
 class StartupCancelled(Exception):
     """The server is shutting down while it was still loading."""
+
+
+class ShuttingDown(AppError):
+    """Asked while the server drains for a shutdown: another replica, or this one after its
+    restart, will answer."""
+
+    status = 503
+    code = "shutting_down"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the server is shutting down; try again in a moment", headers={"Retry-After": "5"}
+        )
+
+
+class Shutdown:
+    """A graceful shutdown's clock. On SIGTERM the server stops taking work; answers already
+    streaming get `grace_s` to finish on their own, and after that each is cut at its next
+    token and ends as a normal, recorded, shorter answer (never a dropped connection)."""
+
+    def __init__(self, grace_s: float) -> None:
+        self.grace_s = grace_s
+        self._deadline: float | None = None
+
+    def begin(self) -> None:
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self.grace_s
+
+    @property
+    def draining(self) -> bool:
+        return self._deadline is not None
+
+    def cut(self) -> bool:
+        """True once a streaming answer should stop where it is."""
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
+    def refuse_new_work(self) -> None:
+        if self.draining:
+            raise ShuttingDown

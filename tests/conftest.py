@@ -35,6 +35,7 @@ _TO_POSTGRES = [
     ROOT / "tests" / "web",
     ROOT / "tests" / "mcp",
     ROOT / "tests" / "api" / "test_compat_apis.py",
+    ROOT / "tests" / "api" / "test_scale_out.py",
 ]
 TEST_MAX_TOKENS = 96
 

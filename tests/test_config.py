@@ -69,7 +69,9 @@ def test_risky_settings_are_named_at_start_up(tmp_path: Path) -> None:
 
     assert unsafe() == ""  # the defaults: loopback, one worker, no CORS, billing off
     assert "RODEOAI_SECRET_KEY" in unsafe(workers=2)
-    assert unsafe(workers=2, secret_key="s" * 40) == ""
+    assert "multiplied by the workers" in unsafe(workers=2, secret_key="s" * 40)
+    shared = {"secret_key": "s" * 40, "rate_limit_storage": "redis://cache:6379/0"}
+    assert unsafe(workers=2, **shared) == ""
     assert "open mode with Stripe on" in unsafe(stripe_api_key="sk_test_x")
     assert unsafe(stripe_api_key="sk_test_x", access_mode="accounts") == ""
     assert "every origin" in unsafe(cors_origins=["*"])

@@ -40,10 +40,15 @@ from server.db import (
     write_session,
 )
 from server.errors import AppError, Conflict, InvalidInput, NotFound
+from server.notify import Outbox, messages
 
 log = logging.getLogger(__name__)
 
 ROLES = ("user", "expert", "admin")
+RESET_MINUTES = 60
+# With e-mail on, reset mails per address (known or not, so a 429 says nothing about the
+# account): a stranger cannot fill someone's inbox from many addresses.
+RESET_MAIL_LIMIT = "5/hour"
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,63}$")
 
 
@@ -89,12 +94,27 @@ class AccountService:
         passwords: Passwords,
         tokens: AccessTokens,
         limiter: RateLimiter,
+        mail: Outbox | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
         self.passwords = passwords
         self.tokens = tokens
         self.limiter = limiter
+        self.mail = mail
+
+    @property
+    def mails(self) -> bool:
+        """Whether account mail (welcome, reset links) goes out; off, resets are handed
+        over by an administrator as before."""
+        return self.mail is not None and self.mail.enabled
+
+    def _welcome(self, session: Session, user: User) -> None:
+        if self.mail is not None:
+            mail = messages.welcome(
+                name=user.display_name, email=user.email, base_url=self.mail.config.public_url
+            )
+            self.mail.enqueue(session, mail, key=f"welcome:user:{user.id}", to=user.email)
 
     # --- passwords --------------------------------------------------------------------
     def _check_password_policy(self, password: str, email: str) -> None:
@@ -119,9 +139,10 @@ class AccountService:
             if session.exec(select(User).where(User.email == email)).first():
                 log.info("registration for an existing address ignored")
                 return
-            session.add(
-                User(email=email, display_name=display_name.strip()[:100], password_hash=hashed)
-            )
+            user = User(email=email, display_name=display_name.strip()[:100], password_hash=hashed)
+            session.add(user)
+            session.flush()
+            self._welcome(session, user)  # queued in the account's own transaction
 
     def login(self, *, email: str, password: str, ip: str) -> TokenPair:
         self.limiter.hit(self.settings.login_ip_limit, "login-ip", ip, what="sign-in attempts")
@@ -161,23 +182,39 @@ class AccountService:
                 self._revoke_api_keys(session, user.id)
             session.add(user)
 
-    def request_password_reset(self, *, email: str, ip: str) -> str | None:
+    def request_password_reset(self, *, email: str, ip: str, deliver: bool = True) -> str | None:
         """Returns the one-time token for the CLI to hand over; the HTTP route never shows it.
-        There is no mail transport on an offline box, so delivery is by an administrator."""
+        With e-mail on (and `deliver`), the link is mailed to the address, queued in the same
+        transaction as the token; with it off, delivery is by an administrator."""
         self.limiter.hit(self.settings.register_ip_limit, "reset-ip", ip, what="reset requests")
         key = email.strip().lower()
+        mailing = deliver and self.mails
+        if mailing:
+            self.limiter.hit(RESET_MAIL_LIMIT, "reset-mail", key, what="reset mails")
         token = new_secret()
+        expires = utcnow() + timedelta(minutes=RESET_MINUTES)
         with write_session(self.engine) as session:
             user = session.exec(select(User).where(User.email == key)).first()
             if user is None:
                 return None
+            hashed_token = token_hash(token)
             session.add(
-                PasswordReset(
-                    token_hash=token_hash(token),
-                    user_id=user.id or 0,
-                    expires_at=utcnow() + timedelta(hours=1),
-                )
+                PasswordReset(token_hash=hashed_token, user_id=user.id or 0, expires_at=expires)
             )
+            if mailing and self.mail is not None:
+                mail = messages.password_reset(
+                    email=user.email,
+                    token=token,
+                    base_url=self.mail.config.public_url,
+                    minutes=RESET_MINUTES,
+                )
+                self.mail.enqueue(
+                    session,
+                    mail,
+                    key=f"password_reset:{hashed_token}",
+                    to=user.email,
+                    expires_at=expires,  # a link that no longer works is not sent late
+                )
         log.info("password reset created for user %s", user.id)
         return token
 
@@ -461,6 +498,7 @@ class AccountService:
                 user = User(email=address, display_name=(name or "")[:100])
                 session.add(user)
                 session.flush()
+                self._welcome(session, user)
                 session.add(
                     OAuthIdentity(
                         user_id=user.id or 0,

@@ -1,13 +1,13 @@
-"""Administration: users and their roles."""
+"""Administration: users and their roles, and the e-mail outbox."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
 from server.api.deps import AdminUser, ComponentsDep, ObjectId, Offset
-from server.schemas import AdminUserPatch, ErrorOut, UserOut
+from server.schemas import AdminUserPatch, ErrorOut, MailOut, UserOut
 
 router = APIRouter(
     prefix="/api/admin",
@@ -41,3 +41,17 @@ def update_user(
     administrator cannot be demoted or disabled (409 `last_admin`)."""
     user = components.accounts.admin_update(user_id, role=body.role, disabled=body.disabled)
     return UserOut.model_validate(user, from_attributes=True)
+
+
+@router.get("/mail", response_model=list[MailOut])
+def list_mail(
+    _admin: AdminUser,
+    components: ComponentsDep,
+    status: Literal["pending", "sending", "sent", "failed"] | None = None,
+    offset: Offset = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> list[MailOut]:
+    """The e-mail outbox, newest first: each mail's state, attempts and the SMTP server's
+    last error (`status=failed` lists the ones that gave up). Bodies are never shown."""
+    rows = components.mail.rows(status=status, offset=offset, limit=limit)
+    return [MailOut.model_validate(row, from_attributes=True) for row in rows]

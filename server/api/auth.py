@@ -98,9 +98,12 @@ async def change_password(
 async def request_reset(
     body: ResetRequestIn, components: ComponentsDep, ip: ClientIp
 ) -> AcceptedOut:
-    """Ask for a reset. The reply never says whether the address has an account. With no
-    mail transport, an administrator hands out the link (`rodeoai users reset-link`)."""
+    """Ask for a reset. The reply never says whether the address has an account. With
+    e-mail on (RODEOAI_SMTP_HOST), the link is mailed to it; with none, an administrator
+    hands out the link (`rodeoai users reset-link`)."""
     await asyncio.to_thread(components.accounts.request_password_reset, email=body.email, ip=ip)
+    if components.accounts.mails:
+        return AcceptedOut(message="If the address has an account, a reset link is on its way.")
     return AcceptedOut(message="If the address has an account, a reset has been started.")
 
 

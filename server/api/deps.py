@@ -83,6 +83,7 @@ def chat_principal(
     settings = components.settings
     if principal.user is None and settings.access_mode == "accounts":
         raise Unauthorized("sign in to chat")
+    components.shutdown.refuse_new_work()
     components.startup.wait(settings.startup_wait_s)
     limit = settings.chat_user_limit if principal.user else settings.chat_guest_limit
     components.limiter.hit(limit, "chat", principal.rate_key, what="questions")

@@ -29,7 +29,7 @@ def health(components: ComponentsDep) -> HealthOut:
             models={},
             documents=documents,
             chunks=chunks,
-            index={},
+            index={"store": components.settings.vector_store},
         )
     index = components.index
     index.refresh_if_stale(components.engine)  # another worker or the CLI may have written
@@ -44,7 +44,7 @@ def health(components: ComponentsDep) -> HealthOut:
         },
         documents=documents,
         chunks=chunks,
-        index={"vectors": index.count, "generation": index.generation},
+        index={"store": index.kind, "vectors": index.count, "generation": index.generation},
         startup={"state": startup.state, "detail": startup.detail},
     )
 
@@ -67,7 +67,7 @@ def ready(components: ComponentsDep) -> ReadyOut:
             details=checks,
             headers={"Retry-After": "5"},
         )
-    return ReadyOut(ready=True, checks=checks)
+    return ReadyOut(ready=True, checks=checks, vector_store=components.settings.vector_store)
 
 
 def readiness(components: Components) -> dict[str, str]:
@@ -82,6 +82,12 @@ def readiness(components: Components) -> dict[str, str]:
         return {**checks, "migrations": "unknown", "index": "unknown"}
     if revision != head:
         checks["migrations"] = f"at {revision or 'none'}, {head} expected"
+    if not components.settings.rate_limit_storage.startswith("memory"):
+        reachable = components.limiter.reachable()
+        checks["rate_limits"] = "ok" if reachable else "store unreachable"
+    if components.shutdown.draining:  # a balancer stops sending work before the port closes
+        checks["models"] = "shutting down"
+        return checks
     startup = components.startup
     if not startup.ready:
         checks["models"] = f"{startup.state} {startup.detail}".strip()

@@ -15,6 +15,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from sqlmodel import Session, col, select
 
+from server.billing.notices import BillingMail
 from server.billing.plans import ACTIVE, BillingService, verify_signature
 from server.db import (
     BillingCustomer,
@@ -27,6 +28,7 @@ from server.db import (
     write_session,
 )
 from server.errors import AppError, InvalidInput, NotFound
+from server.notify import Outbox
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -106,10 +108,11 @@ def stripe_call(method: Callable[P, R]) -> Callable[P, R]:
 
 
 class Payments:
-    def __init__(self, billing: BillingService) -> None:
+    def __init__(self, billing: BillingService, mail: Outbox | None = None) -> None:
         self.billing = billing
         self.engine = billing.engine
         self.settings = billing.settings
+        self.notices = BillingMail(mail)  # mail queued in each effect's own transaction
 
     def _post(
         self, resource: str, action: str, params: dict[str, Any], key: str, *args: Any
@@ -382,6 +385,9 @@ class Payments:
                 return "duplicate"
             session.add(StripeEvent(id=event_id, type=kind))
             self._apply(session, kind, fresh)
+            if kind.startswith("invoice."):  # the event's invoice: `fresh` is its subscription
+                user_id = self._user_for_customer(session, _get(obj, "customer"))
+                self.notices.invoice_event(session, kind, obj, user_id)
         return "processed"
 
     def _refetch(self, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
@@ -397,7 +403,9 @@ class Payments:
     def _apply(self, session: Session, kind: str, obj: dict[str, Any]) -> None:
         if kind.startswith("payment_intent."):
             self._apply_intent(session, obj)
-        elif kind.startswith(("customer.subscription.", "invoice.")):
+        elif kind.startswith("customer.subscription.") or (
+            kind.startswith("invoice.") and _get(obj, "object") != "invoice"
+        ):  # an invoice with no subscription has none to sync
             self._sync_subscription(session, obj)
         elif kind == "charge.refunded":
             for refund in _get(_get(obj, "refunds", {}), "data", []) or []:
@@ -421,6 +429,14 @@ class Payments:
                 reference=f"purchase:{intent['id']}",
                 note="credit pack",
             )
+            self.notices.credit_pack_paid(
+                session,
+                user_id=order.user_id,
+                intent_id=str(intent["id"]),
+                credits=order.credits,
+                amount=order.amount_cents,
+                currency=order.currency,
+            )
         elif intent["status"] in {"requires_payment_method", "canceled"} and (
             order.status == "pending"
         ):
@@ -433,9 +449,12 @@ class Payments:
         user_id = self._user_for_customer(s, _get(sub, "customer"))
         if user_id is None:
             return
-        row = s.get(BillingSubscription, sub["id"]) or BillingSubscription(
+        existing = s.get(BillingSubscription, sub["id"])
+        row = existing or BillingSubscription(
             id=sub["id"], user_id=user_id, plan="pro", status=sub["status"]
         )
+        old = (row.status, row.cancel_at_period_end) if existing else None
+        version = _version(row) if existing else 0
         row.status = str(sub["status"])
         row.cancel_at_period_end = bool(_get(sub, "cancel_at_period_end"))
         end = _get(sub, "current_period_end")
@@ -443,6 +462,15 @@ class Payments:
         row.updated_at = utcnow()
         s.add(row)
         s.flush()
+        self.notices.subscription_changed(
+            s,
+            user_id=row.user_id,
+            subscription_id=row.id,
+            old=old,
+            new=(row.status, row.cancel_at_period_end),
+            version=version,
+            period_end=row.current_period_end,
+        )
         user = s.get(User, user_id)
         if user is not None:
             user.plan = "pro" if _active_subscription(s, user_id) else "free"

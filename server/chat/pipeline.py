@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from sqlalchemy import Engine
@@ -56,6 +56,7 @@ class ChatService:
         billing: BillingService,
         variants: VariantPicker | None = None,
         answer_observers: list[AnswerObserver] | None = None,
+        cut: Callable[[], bool] = lambda: False,
     ) -> None:
         self.retriever = retriever
         self.chain = chain
@@ -67,6 +68,7 @@ class ChatService:
         self.variants = variants
         self.recorder = AnswerRecorder(engine, conversations, answer_observers)
         self.support = SupportCheck(embedder)
+        self.cut = cut  # a graceful shutdown's deadline has passed: end answers where they are
 
     def validate(self, messages: list[dict[str, str]]) -> tuple[str, list[dict[str, str]]]:
         """The question is the last user message; earlier turns are history."""
@@ -239,13 +241,24 @@ class ChatService:
         parts: list[str] = []
         count = 0
         remote = StreamFilter()  # the draft is shown as it streams, so filter it as it goes
+        stream = run.generation.tokens
         try:
-            async for token in run.generation.tokens:
+            async for token in stream:
                 count += 1
                 text = remote.feed(token)
                 if text:
                     parts.append(text)
                     yield text
+                if self.cut():
+                    await _close(stream)  # frees the model's slot now
+                    run.generation.skipped.append(
+                        {
+                            "backend": run.generation.backend,
+                            "reason": f"cut short after {count} tokens: the server was "
+                            "shutting down",
+                        }
+                    )
+                    break
         except BaseException as exc:  # the client left (cancelled, closed) or the backend failed
             status = "failed" if isinstance(exc, Exception) else "aborted"
             # Synchronous on purpose: awaiting is not safe in a cancelled or closing generator.
@@ -309,6 +322,12 @@ class ChatService:
         )
         self.recorder.finished(run, answer)
         return answer
+
+
+async def _close(stream: AsyncIterator[str]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 def _context(passages: list[Passage]) -> str:

@@ -73,7 +73,7 @@ def serve(
     import uvicorn
 
     settings = Settings()
-    logs.configure(settings.log_level, as_json=settings.log_json)
+    logs.configure(settings.log_level, as_json=settings.json_logs)
     bound = settings.model_copy(update={"host": host or settings.host})
     for warning in bound.unsafe(workers=workers):
         logging.getLogger("server.cli").warning("unsafe setting: %s", warning)
@@ -85,6 +85,9 @@ def serve(
         port=port or settings.port,
         log_config=None,
         access_log=False,
+        # The backstop behind RODEOAI_SHUTDOWN_GRACE_S: streams end themselves by then, and
+        # the answers' records are written before the process goes.
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 10,
     )
 
 
@@ -260,6 +263,11 @@ def index_status() -> None:
     components = _components(quiet=True)
     documents, chunks = counts(components.engine)
     generation = current_generation(components.engine)
+    if components.settings.vector_store == "pgvector":
+        from server.rag.pgvector_schema import stored_vectors
+
+        _pgvector_status(stored_vectors(components.engine), documents, chunks, generation)
+        return
     index = VectorIndex(components.settings.index_dir, embedder="?", dimension=0)
     try:
         found = index.read_manifest()
@@ -277,6 +285,24 @@ def index_status() -> None:
     }
     if state != "current":
         report["fix"] = "run `rodeoai index rebuild` (a server rebuilds it at start-up too)"
+    print(json.dumps(report, indent=2))
+
+
+def _pgvector_status(vectors: int | None, documents: int, chunks: int, generation: int) -> None:
+    state = "current" if vectors == chunks else "absent" if vectors is None else "stale"
+    report: dict[str, object] = {
+        "store": "pgvector",
+        "state": state,
+        "documents": documents,
+        "chunks": chunks,
+        "vectors": vectors,
+        "database_generation": generation,
+    }
+    if state != "current":
+        report["fix"] = (
+            "start the server or run `rodeoai index rebuild`: the missing vectors are copied "
+            "from the embeddings stored with the chunks"
+        )
     print(json.dumps(report, indent=2))
 
 
@@ -344,7 +370,8 @@ def users_set_role(
 def users_reset_link(email: Annotated[str, typer.Argument(help="Account e-mail")]) -> None:
     """Print a one-hour password reset token to hand to the user (no e-mail needed)."""
     components = _components(quiet=True)
-    token = components.accounts.request_password_reset(email=email, ip="cli")
+    # Handed over by the administrator, so not mailed as well (even with e-mail on).
+    token = components.accounts.request_password_reset(email=email, ip="cli", deliver=False)
     if token is None:
         console.print(f"[red]error[/red]: no account for {email}")
         raise typer.Exit(code=2)

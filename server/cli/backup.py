@@ -81,7 +81,7 @@ def _settings() -> Settings:
         settings = Settings()
     except ValueError as exc:  # pydantic's ValidationError: a bad RODEOAI_* value
         _fail(BackupError(f"invalid settings: {str(exc).splitlines()[0]}"))
-    logs.configure("WARNING", as_json=settings.log_json)
+    logs.configure("WARNING", as_json=settings.json_logs)
     return settings
 
 

@@ -17,7 +17,7 @@ console = Console(stderr=True)
 
 def components(*, quiet: bool = False) -> Components:
     settings = Settings()
-    logs.configure("WARNING" if quiet else settings.log_level, as_json=settings.log_json)
+    logs.configure("WARNING" if quiet else settings.log_level, as_json=settings.json_logs)
     return Components(settings)
 
 

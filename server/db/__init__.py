@@ -20,6 +20,7 @@ from server.db.engine import (
     set_meta,
     write_session,
 )
+from server.db.locks import ingest_lock, ingest_running
 from server.db.tables import (
     AnswerMetric,
     ApiKey,
@@ -32,6 +33,7 @@ from server.db.tables import (
     Experiment,
     Feedback,
     LedgerEntry,
+    MailOutbox,
     Message,
     Meta,
     OAuthIdentity,
@@ -61,6 +63,7 @@ __all__ = [
     "Experiment",
     "Feedback",
     "LedgerEntry",
+    "MailOutbox",
     "Message",
     "Meta",
     "OAuthIdentity",
@@ -79,6 +82,8 @@ __all__ = [
     "current_generation",
     "get_meta",
     "head_revision",
+    "ingest_lock",
+    "ingest_running",
     "is_sqlite",
     "json_list",
     "make_engine",

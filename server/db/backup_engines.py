@@ -190,8 +190,9 @@ def restore_postgres(url: str, dump: Path, *, counts: dict[str, int]) -> None:
     try:
         with engine.begin() as conn:
             refuse_in_use(conn)
-            # Tables of a newer schema than the backup's would stop the migrations after.
-            ours = tables() | {"alembic_version"}
+            # Tables of a newer schema than the backup's would stop the migrations after;
+            # pgvector's chunk_vector (it references chunk) is refilled at the next start.
+            ours = tables() | {"alembic_version", "chunk_vector"}
             for table in (set(inspect(conn).get_table_names()) & ours) - in_dump:
                 conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{table}" CASCADE')
         engine.dispose()

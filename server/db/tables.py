@@ -321,6 +321,33 @@ class StripeEvent(SQLModel, table=True):
     received_at: datetime = Field(default_factory=utcnow)
 
 
+class MailOutbox(SQLModel, table=True):
+    """One e-mail to send, written in the same transaction as the event that causes it; the
+    sender claims, sends and marks it (server/notify/outbox.py says how, and what a crash
+    mid-send does)."""
+
+    __tablename__ = "mailoutbox"
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
+    dedupe_key: str = Field(
+        unique=True, description="What the mail is about, e.g. receipt:invoice:in_1; once only"
+    )
+    kind: str = Field(description="welcome, password_reset, receipt, payment_failed, ...")
+    recipient: str
+    subject: str
+    body: str = Field(description="Plain text; emptied once sent where it held a secret link")
+    message_id: str = Field(description="The Message-ID header, the same on every attempt")
+    status: str = Field(default="pending", description="pending, sending, sent or failed")
+    attempts: int = 0
+    next_attempt_at: datetime = Field(
+        default_factory=utcnow, index=True, description="Due time; while sending, lease end"
+    )
+    lease_owner: str | None = Field(default=None, description="The claim now sending it")
+    expires_at: datetime | None = Field(default=None, description="Not sent after this")
+    last_error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = None
+
+
 class Meta(SQLModel, table=True):
     __tablename__ = "meta"
     key: str = Field(primary_key=True)
@@ -332,3 +359,9 @@ def is_lexical_index(name: str | None, type_: str) -> bool:
     if type_ == "table":
         return bool(name and name.startswith("chunk_fts"))
     return (type_, name) in {("column", "tsv"), ("index", "chunk_tsv_gin")}
+
+
+def is_unmapped(name: str | None, type_: str) -> bool:
+    """Objects no model maps: the lexical index, and pgvector's `chunk_vector` table, which
+    the vector store makes on first use (server/rag/pgvector_store.py says why)."""
+    return is_lexical_index(name, type_) or (type_ == "table" and name == "chunk_vector")

@@ -6,13 +6,14 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
-from server.db.tables import is_lexical_index  # registers every table on the metadata
+from server.db.tables import is_unmapped  # registers every table on the metadata
 
 
 def _ours(name: str | None, type_: str, parent_names: object) -> bool:
     """The lexical index is written by hand, not from the models: SQLite's FTS5 table and
-    its shadow tables, PostgreSQL's chunk.tsv column and its GIN index."""
-    return not is_lexical_index(name, type_)
+    its shadow tables, PostgreSQL's chunk.tsv column and its GIN index; so is pgvector's
+    chunk_vector table."""
+    return not is_unmapped(name, type_)
 
 
 connection = context.config.attributes["connection"]

@@ -23,6 +23,7 @@ from server.db import (
     Chunk,
     Document,
     bump_generation,
+    ingest_lock,
     read_session,
     set_meta,
     utcnow,
@@ -32,7 +33,7 @@ from server.errors import IngestError, NotFound
 from server.rag.chunking import ChunkDraft, chunk_sections
 from server.rag.embedder import Embedder
 from server.rag.loaders import SUPPORTED_SUFFIXES, LoadedFile, load_file
-from server.rag.vector_index import VectorIndex
+from server.rag.vector_store import VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class Ingestor:
         self,
         engine: Engine,
         embedder: Embedder,
-        index: VectorIndex,
+        index: VectorStore,
         *,
         knowledge_dir: Path,
         chunk_tokens: int,
@@ -181,6 +182,23 @@ class Ingestor:
         progress: Progress | None = None,
         chunk_progress: Progress | None = None,
     ) -> IngestSummary:
+        """Add, update and (with `prune`) remove documents. One ingestion runs at a time,
+        across workers and replicas: another waits for the lock, then finds unchanged files
+        unchanged."""
+        with ingest_lock(self.engine):
+            return self.ingest_unlocked(
+                paths, prune=prune, progress=progress, chunk_progress=chunk_progress
+            )
+
+    def ingest_unlocked(
+        self,
+        paths: Iterable[Path],
+        *,
+        prune: bool = True,
+        progress: Progress | None = None,
+        chunk_progress: Progress | None = None,
+    ) -> IngestSummary:
+        """`ingest` for a caller that already holds `ingest_lock`."""
         files, folders = self.discover(paths)
         summary = IngestSummary()
         seen: set[str] = set()
@@ -205,7 +223,7 @@ class Ingestor:
             for folder in folders:
                 prefix = self.source_name(folder).rstrip("/") + "/"
                 for source in self._sources_under(prefix) - seen:
-                    removed = self.remove(source, save=False)
+                    removed = self._remove(source, save=False)
                     summary.removed_documents += 1
                     summary.removed_chunks += removed
         if summary.added_documents or summary.updated_documents or summary.removed_documents:
@@ -363,6 +381,8 @@ class Ingestor:
             session.add_all(chunks)
             session.flush()
             added_ids = [c.id for c in chunks if c.id is not None]
+            # pgvector writes the vectors here, to commit or roll back with their chunks.
+            self.index.stage(session.connection(), add_ids=added_ids, add_vectors=vectors)
             set_meta(session, "embedder", self.embedder.name)
             generation = bump_generation(session)
         self._mirror(removed or [], added_ids, vectors, generation)
@@ -371,7 +391,7 @@ class Ingestor:
     def _mirror(
         self, removed: list[int], added: list[int], vectors: np.ndarray, generation: int
     ) -> None:
-        if self.index.generation != generation - 1:
+        if not self.index.follows(generation):
             # Another process changed the database since we loaded: resync fully.
             self.index.rebuild(self.engine)
             return
@@ -381,6 +401,10 @@ class Ingestor:
 
     def reembed(self, progress: Progress | None = None, *, batch: int = 256) -> int:
         """Re-encode every stored chunk with the configured embedder, then rebuild the index."""
+        with ingest_lock(self.engine):
+            return self._reembed(progress, batch=batch)
+
+    def _reembed(self, progress: Progress | None, *, batch: int) -> int:
         with read_session(self.engine) as session:
             ids = list(session.exec(select(Chunk.id).order_by(col(Chunk.id))).all())
         done = 0
@@ -409,6 +433,10 @@ class Ingestor:
     # --- removal ------------------------------------------------------------------------
     def remove(self, source: str, *, save: bool = True) -> int:
         """Delete a document and its chunks. Returns the number of chunks removed."""
+        with ingest_lock(self.engine):
+            return self._remove(source, save=save)
+
+    def _remove(self, source: str, *, save: bool) -> int:
         with write_session(self.engine) as session:
             doc = session.exec(select(Document).where(Document.source == source)).first()
             if doc is None:

@@ -1,4 +1,4 @@
-"""Hybrid retrieval: FAISS dense search and lexical search (FTS5 bm25 or a PostgreSQL
+"""Hybrid retrieval: dense search (FAISS or pgvector) and lexical search (FTS5 bm25 or a PostgreSQL
 tsvector), fused by reciprocal rank."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from server.errors import IndexUnavailable, InvalidInput, NotFound
 from server.rag.bm25 import Bm25Cache
 from server.rag.embedder import Embedder
 from server.rag.lexical import lexical_search
-from server.rag.vector_index import VectorIndex
+from server.rag.vector_store import VectorStore
 
 _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lexical")
 
@@ -44,7 +44,7 @@ class Retriever:
         self,
         engine: Engine,
         embedder: Embedder,
-        index: VectorIndex,
+        index: VectorStore,
         *,
         candidates: int,
         rrf_k: int,

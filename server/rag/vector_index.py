@@ -18,11 +18,11 @@ from typing import Any
 
 import faiss
 import numpy as np
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from server.db import chunk_count, current_generation
-from server.errors import IndexUnavailable
 from server.files import atomic_write
+from server.rag.vector_store import check_embedder
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,10 @@ class _RWLock:
 
 
 class VectorIndex:
+    """The default vector store (server/rag/vector_store.py): a copy in each process."""
+
+    kind = "faiss"
+
     def __init__(
         self,
         directory: Path,
@@ -149,6 +153,13 @@ class VectorIndex:
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
 
     # --- changes ------------------------------------------------------------------------
+    def stage(self, connection: Connection, *, add_ids: list[int], add_vectors: np.ndarray) -> None:
+        """Nothing to write in the transaction: the index mirrors the commit (apply)."""
+
+    def follows(self, generation: int) -> bool:
+        """No other process committed since this index was last brought up to date."""
+        return self.generation == generation - 1
+
     def apply(
         self, *, remove: list[int], add_ids: list[int], add_vectors: np.ndarray, generation: int
     ) -> None:
@@ -238,17 +249,7 @@ class VectorIndex:
         return manifest
 
     def check_embedder(self, engine: Engine) -> None:
-        """Stored vectors from another embedder are useless for this one: say how to fix it."""
-        with engine.connect() as conn:
-            row = conn.execute(text("SELECT value FROM meta WHERE key = 'embedder'")).first()
-        stored = row[0] if row else None
-        if stored and stored != self.embedder and chunk_count(engine):
-            raise IndexUnavailable(
-                f"the database holds embeddings from {stored!r} but the configured embedder is "
-                f"{self.embedder!r}; run `rodeoai index rebuild --reembed` to re-encode the "
-                "chunks, or set RODEOAI_EMBEDDER_PATH back",
-                code="embedder_mismatch",
-            )
+        check_embedder(engine, self.embedder)
 
     def open(self, engine: Engine) -> str:
         """Load from disk, or rebuild when the files are missing, corrupt or stale.

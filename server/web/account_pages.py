@@ -112,8 +112,10 @@ async def reset_request(page: PageDep) -> Response:
     except AppError as exc:
         return page.render("reset.html", exc.status, token="", done=None, error=exc.message)
     done = (
-        "If the address has an account, a reset has been started. This box sends no e-mail: "
-        "ask the office for your reset link."
+        "If the address has an account, we have e-mailed it a reset link (valid one hour)."
+        if page.components.accounts.mails
+        else "If the address has an account, a reset has been started. This box sends no "
+        "e-mail: ask the office for your reset link."
     )
     return page.render("reset.html", token="", done=done, error=None)
 

@@ -126,7 +126,7 @@ def test_counting_tokens_while_encoding_never_breaks_a_batch(
 ) -> None:
     """Row 3: count_tokens used the encoder's fast tokenizer without its lock; its shared
     padding state broke concurrent batches ("Unable to create tensor"). Thread switches are
-    forced every microsecond so the race shows within a few hundred batches (on the old code:
+    forced every microsecond so the race shows within a hundred batches (on the old code:
     dozens of failures)."""
     embedder = shared_components.embedder
     texts = [f"Heelers swing {'a wide loop ' * (i % 40)} at the feet." for i in range(8)]
@@ -134,7 +134,7 @@ def test_counting_tokens_while_encoding_never_breaks_a_batch(
     encoding = threading.Event()
 
     def encode() -> None:
-        for _ in range(150):
+        for _ in range(100):
             try:
                 embedder.encode(texts, batch_size=8)
             except ValueError as exc:

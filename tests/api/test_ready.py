@@ -18,6 +18,7 @@ def test_a_loaded_box_is_ready(kb_settings: Settings) -> None:
     assert reply.json() == {
         "ready": True,
         "checks": {"database": "ok", "migrations": "ok", "models": "ok", "index": "ok"},
+        "vector_store": "faiss",
     }
 
 

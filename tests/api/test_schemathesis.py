@@ -87,7 +87,7 @@ def test_schemathesis_finds_no_failures(
                 "--max-examples",
                 # Every operation on both engines; the deeper search once (the engine-specific
                 # finds, ids past 2^31 and NUL, have their own tests in tests/db).
-                "10" if databases.on_postgres() else "25",
+                "10" if databases.on_postgres() else "15",
                 "--seed",
                 "8",
                 "--phases",

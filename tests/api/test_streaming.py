@@ -116,10 +116,12 @@ def test_disconnecting_mid_stream_stops_generation_and_frees_the_slot(
     assert status == "aborted" and tokens < 512, (status, tokens)
 
 
-@pytest.mark.parametrize("queue", ["8", "2"])
 def test_twenty_concurrent_chats_get_answers_or_deliberate_503s(
-    shared_data: Path, tmp_path: Path, queue: str
+    shared_data: Path, tmp_path: Path
 ) -> None:
+    """Twenty chats at once on a queue of two: some are answered, the rest are shed as 503
+    busy with Retry-After, and /health answers throughout."""
+    queue = "2"
     data = copy_data(shared_data, tmp_path / "data")
     with rodeoai_server(
         # Short drafts: the test is about queueing and shedding, not about long answers.
@@ -152,8 +154,7 @@ def test_twenty_concurrent_chats_get_answers_or_deliberate_503s(
             assert response.status_code in {429, 503}, response.text
             assert response.headers.get("retry-after")
             assert response.json()["error"]["code"] in {"busy", "rate_limited"}
-    if queue == "2":  # a short queue must shed load, and only as 503 busy
-        assert statuses.count(503) >= 1
+    assert statuses.count(503) >= 1  # a short queue must shed load, and only as 503 busy
     print(
         f"statuses: {sorted(statuses)}; /health max {max(health_times) * 1000:.0f} ms "
         "during generation"
