@@ -2,6 +2,7 @@
 
     make bench                      # everything: about 25 minutes on 2 cores
     make bench BENCH_ARGS=--quick   # 10,000 chunks, one streaming round: under 2 minutes
+    make bench BENCH_ARGS=--pgvector  # only pgvector beside FAISS at 100,000 chunks
 
 Each figure is shown next to the raw library (or the peer named) doing the same work in the
 same run, and every goal of the performance issue ends as one line: figure, raw figure,
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_pgvector import bench_pgvector
 from bench_report import Goal, machine, print_goals
 from bench_search import base_embeddings, bench_size, empty_ready, questions
 from bench_streaming import bench_streaming
@@ -145,9 +147,21 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="10,000 chunks and one round: under 2 minutes"
     )
+    parser.add_argument(
+        "--pgvector",
+        action="store_true",
+        help="only pgvector beside FAISS at 100,000 chunks (a full run includes it)",
+    )
     args = parser.parse_args()
     print(f"RodeoAI benchmark on {machine()}")
     goals: list[Goal] = []
+    if args.pgvector:
+        with tempfile.TemporaryDirectory() as tmp:
+            components = Components(settings(Path(tmp)))
+            base = base_embeddings(components, 400)
+            components.close()
+        print_goals(bench_pgvector(100_000, base, questions()))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         components = Components(settings(Path(tmp)))
         components.index  # noqa: B018
@@ -160,6 +174,8 @@ def main() -> None:
     empty = empty_ready()
     for size in sizes:
         goals += bench_size(size, base, questions(), chroma=size == 100_000, empty_ready=empty)
+        if size == 100_000:
+            goals += bench_pgvector(size, base, questions())
     retrieval = next(
         (float(g.figure.split()[0]) for g in goals if g.name.startswith("search: hybrid")), 0.0
     )
