@@ -6,6 +6,8 @@ The web app and the CLI share this, so both see the same data in the same way.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -321,6 +323,23 @@ class Components:
             )
             log.info("starter knowledge: %s", summary.line())
 
+    def _warm_fact_cache(self) -> None:
+        """The knowledge's sentences into the fact cache, after start-up, in small batches."""
+        from sqlalchemy import text
+
+        from server.chat.prompting import warm_fact_cache
+
+        started = time.monotonic()
+        try:
+            with self.engine.connect() as connection:
+                rows = connection.execute(text("SELECT text FROM chunk ORDER BY id"))
+                texts = (row[0] for row in rows.yield_per(500))
+                done = warm_fact_cache(texts, self.embedder, self.startup.stop)
+        except Exception:  # only a cache: questions encode what it lacks
+            log.exception("could not warm the fact cache")
+            return
+        log.info("fact cache: %d sentences in %.1f s", done, time.monotonic() - started)
+
     def start(self) -> None:
         """Open the knowledge base and warm the models, in a loader thread: knowledge first
         (another worker may be loading it under the lock, and an index opened before it
@@ -343,6 +362,8 @@ class Components:
             # Last: a large base's background build would slow the models' warm-up (the GIL).
             if self.retriever.bm25 is not None:
                 self.retriever.bm25.open()
+            if self.settings.fact_cache_warmup:
+                threading.Thread(target=self._warm_fact_cache, daemon=True).start()
         except StartupCancelled:
             startup.finish(error="shut down while starting")
             return

@@ -120,6 +120,12 @@ class Settings(BaseSettings):
         "RODEOAI_DATABASE_URL on PostgreSQL with the pgvector extension; filled from the stored "
         "embeddings at the first start, nothing is re-encoded).",
     )
+    fact_cache_warmup: bool = Field(
+        default=True,
+        description="After start-up, encode the knowledge's sentences into the fact cache in "
+        "the background (small batches, so questions never wait long), so the first question "
+        "on a passage does not pay for them: about 0.2 s less to the first token.",
+    )
     lexical_index: Literal["memory", "database"] = Field(
         default="memory",
         description="memory: an in-memory BM25 copy of the chunks, rebuilt in the background "

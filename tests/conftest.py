@@ -113,6 +113,8 @@ def settings_for(data_dir: Path, **overrides: Any) -> Settings:
         # Short drafts: the tests check what happens around an answer, and a 135M model's
         # 256-token drafts spent minutes of the suite on words no test reads.
         "llm_max_tokens": TEST_MAX_TOKENS,
+        # Seconds of encoding per app started: one test turns it on and checks it.
+        "fact_cache_warmup": False,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -101,6 +101,7 @@ def rodeoai_server(
             "RODEOAI_LOG_LEVEL": "WARNING",
             "RODEOAI_AUTOLOAD_KNOWLEDGE": "false",
             "RODEOAI_LLM_MAX_TOKENS": "96",  # as settings_for: short drafts
+            "RODEOAI_FACT_CACHE_WARMUP": "false",  # as settings_for
             **databases.database_env(data_dir),
             **{f"RODEOAI_{k.upper()}": v for k, v in settings.items()},
         }

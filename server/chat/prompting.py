@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -60,7 +63,7 @@ def select_facts(
     sentences = [(p.number, s) for p in passages for s in fact_units(p.text)]
     if not sentences:
         return []
-    vectors = embedder.encode([question] + [s for _, s in sentences])
+    vectors = embedder.encode_cached([question] + [s for _, s in sentences])
     similarity = vectors[1:] @ vectors[0]
     chosen: list[int] = []
     for i in np.argsort(-similarity):
@@ -70,6 +73,29 @@ def select_facts(
         if len(chosen) == limit:
             break
     return [sentences[i] for i in chosen]
+
+
+def warm_fact_cache(
+    texts: Iterable[str], embedder: Embedder, stop: threading.Event, *, batch: int = 16
+) -> int:
+    """Encode the passages' candidate facts into the embedder's cache, a few at a time, so
+    that a question arriving meanwhile waits for one small batch at most. Stops at `stop`,
+    or when the cache is full. Returns how many sentences it encoded."""
+    done = 0
+    pending: list[str] = []
+    for text in texts:
+        pending += [u for u in fact_units(strip_remote(text)) if not embedder.cached(u)]
+        while len(pending) >= batch:
+            if stop.is_set() or done + batch > embedder.cache_size:
+                return done
+            embedder.encode_cached(pending[:batch])
+            done += len(pending[:batch])
+            del pending[:batch]
+            time.sleep(0.01)  # let a waiting question take the encoder first
+    if pending and not stop.is_set() and done + len(pending) <= embedder.cache_size:
+        embedder.encode_cached(pending)
+        done += len(pending)
+    return done
 
 
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d{1,2}[.)])\s+")
@@ -127,7 +153,7 @@ def attribute(text: str, passages: list[Passage], embedder: Embedder) -> str:
     sentences = split_sentences(text)
     if not sentences:
         return text
-    vectors = embedder.encode(sentences + [p.text for p in passages])
+    vectors = embedder.encode_cached(sentences + [p.text for p in passages])
     sims = vectors[: len(sentences)] @ vectors[len(sentences) :].T
     out = text
     attributed = False

@@ -312,7 +312,7 @@ class SupportCheck:
     def _similarity(self, claims: list[str], facts: list[str]) -> np.ndarray:
         if not claims or not facts:
             return np.zeros((len(claims), max(len(facts), 1)), dtype=np.float32)
-        vectors = self.embedder.encode(claims + facts)
+        vectors = self.embedder.encode_cached(claims + facts)
         return vectors[: len(claims)] @ vectors[len(claims) :].T
 
 

@@ -29,6 +29,11 @@ HNSW_INDEX = "chunk_vector_hnsw"
 SETUP_LOCK = 0x52647656  # advisory lock key of the back-fill and index build ("RdvV")
 MAX_DIMENSION = 2000  # pgvector's limit for an indexed vector
 BUILD_MEMORY = "1GB"  # maintenance_work_mem for the HNSW build: in memory, not on disk
+# The graph's links per node and build-time candidate list. At 100,000 clustered synthetic
+# chunks (make bench) pgvector's default ef_construction of 64 gave recall@10 0.82 at
+# ef_search 100; 128 gave 0.97 for a build of 29 s instead of 20 s on 2 cores.
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 128
 # Inner product, as FAISS scores: `<#>` is its negative, and the index uses vector_ip_ops.
 SEARCH_SQL = (
     f"SELECT chunk_id, embedding <#> CAST(:q AS vector) FROM {TABLE} "
@@ -175,7 +180,8 @@ def index_valid(conn: Connection) -> bool | None:
 def _index_sql(how: str) -> str:
     return (
         f"CREATE INDEX {how} IF NOT EXISTS {HNSW_INDEX} ON {TABLE} "
-        "USING hnsw (embedding vector_ip_ops)"
+        f"USING hnsw (embedding vector_ip_ops) "
+        f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
     )
 
 

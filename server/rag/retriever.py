@@ -59,7 +59,7 @@ class Retriever:
         self.bm25 = bm25
 
     def dense(self, query: str, k: int) -> list[int]:
-        vector = self.embedder.encode([query])[0]
+        vector = self.embedder.encode_cached([query])[0]  # fact selection reuses it
         return [chunk_id for chunk_id, _ in self.index.search(vector, k)]
 
     def lexical(self, query: str, k: int, generation: int | None = None) -> list[int]:

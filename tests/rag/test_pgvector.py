@@ -7,6 +7,7 @@ existing database switches to it. Its speed and recall at 100,000 chunks are in 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,14 @@ from alembic.runtime.migration import MigrationContext
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
 from server.components import Components
 from server.config import Settings
-from server.db import migrate
+from server.db import make_engine, migrate
 from server.db.tables import is_unmapped
+from server.errors import IndexUnavailable
 from server.main import create_app
 from server.rag import ingest, pgvector_schema
 from server.rag.pgvector_schema import HNSW_INDEX, SEARCH_SETTINGS_SQL, SEARCH_SQL, vector_literal
@@ -341,6 +344,33 @@ def test_the_models_and_migrations_still_agree_with_the_vector_table_present(
         )
         assert compare_metadata(context, SQLModel.metadata) == []
     assert migrate(pg.engine) == "current"
+
+
+@postgres_only
+def test_without_the_right_to_create_the_extension_the_error_says_what_to_do(
+    pg_settings: Settings,
+) -> None:
+    owner = Components(pg_settings)  # the schema, made by the suite's superuser
+    role = f"rodeo_plain_{uuid.uuid4().hex[:8]}"
+    with owner.engine.begin() as conn:
+        conn.execute(text(f"CREATE ROLE {role} LOGIN"))
+        conn.execute(text(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"))
+    url = make_url(str(pg_settings.database_url)).set(username=role)
+    plain = make_engine(url.render_as_string(hide_password=False), upgrade=False)
+    store = PgVectorStore(plain, embedder=owner.embedder.name, dimension=owner.embedder.dimension)
+    try:
+        with pytest.raises(IndexUnavailable) as caught:
+            store.open(plain)
+        assert caught.value.code == "pgvector_unavailable"
+        message = caught.value.message
+        assert "creating it failed: permission denied" in message, message
+        assert "CREATE EXTENSION vector" in message and "RODEOAI_VECTOR_STORE=faiss" in message
+    finally:
+        plain.dispose()
+        with owner.engine.begin() as conn:
+            conn.execute(text(f"DROP OWNED BY {role}"))
+            conn.execute(text(f"DROP ROLE {role}"))
+        owner.close()
 
 
 @postgres_only
