@@ -6,6 +6,7 @@ existing database switches to it. Its speed and recall at 100,000 chunks are in 
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from sqlmodel import SQLModel
 from server.components import Components
 from server.config import Settings
 from server.db import make_engine, migrate
+from server.db.backup import backup, restore
 from server.db.tables import is_unmapped
 from server.errors import IndexUnavailable
 from server.main import create_app
@@ -32,7 +34,7 @@ from server.rag import ingest, pgvector_schema
 from server.rag.pgvector_schema import HNSW_INDEX, SEARCH_SETTINGS_SQL, SEARCH_SQL, vector_literal
 from server.rag.pgvector_store import PgVectorStore
 from tests import databases
-from tests.conftest import settings_for
+from tests.conftest import run_cli, settings_for
 from tests.rag.test_search_quality import QUESTIONS
 from tests.servers import copy_data
 
@@ -371,6 +373,41 @@ def test_without_the_right_to_create_the_extension_the_error_says_what_to_do(
             conn.execute(text(f"DROP OWNED BY {role}"))
             conn.execute(text(f"DROP ROLE {role}"))
         owner.close()
+
+
+@postgres_only
+def test_a_backup_from_before_pgvector_restores_over_a_pgvector_database(
+    shared_data: Path, pg_settings: Settings, tmp_path: Path
+) -> None:
+    """The old dump knows no chunk_vector, whose foreign key would stop pg_restore from
+    dropping `chunk`: the restore drops it, and the next start fills it again."""
+    manifest = backup(settings_for(shared_data), tmp_path / "backup")
+    components = Components(pg_settings)
+    components.ingestor.remove(source_of(components, "tie-down-roping.md"))
+    components.close()
+    restore(pg_settings, tmp_path / "backup", force=True)
+    again = Components(pg_settings)
+    try:
+        assert again.index.count == again.chunk_total() == manifest.counts["chunk"]
+        assert table_rows(again) == again.chunk_total()
+    finally:
+        again.close()
+
+
+@postgres_only
+def test_index_status_reports_the_pgvector_table(pg_settings: Settings) -> None:
+    def status() -> dict[str, Any]:
+        env = {"RODEOAI_VECTOR_STORE": "pgvector"}
+        done = run_cli("index", "status", data_dir=pg_settings.data_dir, extra_env=env)
+        return dict(json.loads(done.stdout))
+
+    before = status()
+    assert before["store"] == "pgvector" and before["state"] == "absent" and "fix" in before
+    first_start = Components(pg_settings)
+    first_start.index  # noqa: B018  (fills the table)
+    first_start.close()
+    after = status()
+    assert after["state"] == "current" and after["vectors"] == after["chunks"] > 0
 
 
 @postgres_only
