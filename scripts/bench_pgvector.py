@@ -18,26 +18,13 @@ from pathlib import Path
 import faiss
 import numpy as np
 from bench_report import Goal, machine, p50, print_goals
-from bench_search import PER_DOCUMENT, base_embeddings, questions, synthetic_vectors
+from bench_search import PER_DOCUMENT, base_embeddings, questions, settings, synthetic_vectors
 
 from server.components import Components
 from server.config import Settings
 from server.rag.pgvector_schema import HNSW_INDEX
 
-ROOT = Path(__file__).resolve().parent.parent
 TOPICS = "rope loop header heeler steer calf barrel pole arena horse saddle".split()
-
-
-def settings(data: Path, url: str, store: str) -> Settings:
-    return Settings(
-        _env_file=None,
-        data_dir=data,
-        knowledge_dir=ROOT / "knowledge",  # type: ignore[call-arg]
-        autoload_knowledge=False,
-        log_level="WARNING",
-        database_url=url,
-        vector_store=store,
-    )
 
 
 def fill(url: str, base: np.ndarray, total: int) -> np.ndarray:
@@ -111,7 +98,9 @@ def bench_pgvector(size: int, base: np.ndarray, queries: list[str]) -> list[Goal
         server = pgserver.get_server(Path(tmp) / "pg", cleanup_mode="stop")
         server.psql("CREATE DATABASE bench;")
         url = server.get_uri("bench").replace("postgresql://", "postgresql+psycopg://", 1)
-        faiss_side = Components(settings(Path(tmp) / "faiss", url, "faiss"))
+        faiss_side = Components(
+            settings(Path(tmp) / "faiss", database_url=url, vector_store="faiss")
+        )
         faiss_side.index  # noqa: B018  (the schema, and an empty index)
         started = time.perf_counter()
         vectors = fill(url, base, size)
@@ -123,7 +112,9 @@ def bench_pgvector(size: int, base: np.ndarray, queries: list[str]) -> list[Goal
         handler = Lines()
         logging.getLogger("server.rag").addHandler(handler)
         logging.getLogger("server.rag").setLevel(logging.INFO)
-        pg_side = Components(settings(Path(tmp) / "pg-data", url, "pgvector"))
+        pg_side = Components(
+            settings(Path(tmp) / "pg-data", database_url=url, vector_store="pgvector")
+        )
         started = time.perf_counter()
         outcome = pg_side.unopened_index.open(pg_side.engine)
         switched = time.perf_counter() - started

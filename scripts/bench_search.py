@@ -26,6 +26,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -55,13 +56,14 @@ def questions() -> list[str]:
     ]
 
 
-def settings(data: Path) -> Settings:
+def settings(data: Path, **overrides: Any) -> Settings:
     return Settings(
         _env_file=None,
         data_dir=data,
         knowledge_dir=ROOT / "knowledge",  # type: ignore[call-arg]
         autoload_knowledge=False,
         log_level="WARNING",
+        **overrides,
     )
 
 
