@@ -35,7 +35,6 @@ _TO_POSTGRES = [
     ROOT / "tests" / "web",
     ROOT / "tests" / "mcp",
     ROOT / "tests" / "api" / "test_compat_apis.py",
-    ROOT / "tests" / "api" / "test_scale_out.py",
 ]
 TEST_MAX_TOKENS = 96
 

@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, create_engine
 
+from server.db.locks import beside
 from server.db.tables import Meta
 from server.errors import InvalidInput
 
@@ -35,6 +36,11 @@ def make_engine(url: str, *, upgrade: bool = True) -> Engine:
     """An engine for `url`, with the schema migrated to the newest revision unless told not."""
     if make_url(url).get_backend_name() == "sqlite":
         engine = _sqlite_engine(url)
+        database = make_url(url).database
+        if upgrade and database and database != ":memory:":
+            with beside(database, ".migrate-lock"):  # workers starting together take turns
+                migrate(engine)
+            upgrade = False
     else:  # UTC sessions: timestamps are stored without a zone and always mean UTC.
         engine = create_engine(
             url,

