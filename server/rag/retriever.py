@@ -3,8 +3,11 @@ tsvector), fused by reciprocal rank."""
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine, text
 
@@ -15,6 +18,7 @@ from server.rag.embedder import Embedder
 from server.rag.lexical import lexical_search
 from server.rag.vector_store import VectorStore
 
+PASSAGE_CACHE = 4096  # chunks' rows kept between searches (a few MB of text)
 _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lexical")
 
 
@@ -57,6 +61,9 @@ class Retriever:
         self.rrf_k = rrf_k
         self._lexical = lexical_search(engine)
         self.bm25 = bm25
+        self._rows: OrderedDict[int, Any] = OrderedDict()  # chunk id -> its row, see _hydrate
+        self._rows_generation: int | None = None
+        self._rows_lock = threading.Lock()
 
     def dense(self, query: str, k: int) -> list[int]:
         vector = self.embedder.encode_cached([query])[0]  # fact selection reuses it
@@ -101,7 +108,7 @@ class Retriever:
             for rank, chunk_id in enumerate(ranking):
                 fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (self.rrf_k + rank + 1)
         best = sorted(fused.items(), key=lambda item: item[1], reverse=True)[:k]
-        return self._hydrate(best)
+        return self._hydrate(best, generation)
 
     def passage(self, chunk_id: int) -> Hit:
         """One chunk with its document's title and source, for a citation a reader opens."""
@@ -126,19 +133,36 @@ class Retriever:
             raise NotFound(f"no document {source!r}; list_sources names them")
         return [Hit(int(r[0]), 1.0, r[1], r[2], r[3], location=r[4], heading=r[5]) for r in rows]
 
-    def _hydrate(self, ranked: list[tuple[int, float]]) -> list[Hit]:
+    def _hydrate(self, ranked: list[tuple[int, float]], generation: int | None = None) -> list[Hit]:
+        """The ranked chunks with their documents. Searches at a known database generation
+        keep the rows in a small LRU cache, emptied when the generation moves on: a popular
+        passage is read from the database once per change, not once per question."""
         if not ranked:
             return []
-        ids = [chunk_id for chunk_id, _ in ranked]
-        marks = ",".join(str(int(i)) for i in ids)
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                text(
-                    "SELECT c.id, d.source, d.title, c.text, c.location, c.heading "
-                    f"FROM chunk c JOIN document d ON d.id = c.document_id WHERE c.id IN ({marks})"
-                )
-            ).all()
-        by_id = {int(r[0]): r for r in rows}
+        with self._rows_lock:
+            if generation is not None and generation != self._rows_generation:
+                self._rows.clear()  # the chunks changed: nothing cached holds
+                self._rows_generation = generation
+            cached = self._rows if generation is not None else {}  # else: read afresh
+            by_id = {i: row for i, _ in ranked if (row := cached.get(i)) is not None}
+        missing = [i for i, _ in ranked if i not in by_id]
+        if missing:
+            marks = ",".join(str(int(i)) for i in missing)
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    text(
+                        "SELECT c.id, d.source, d.title, c.text, c.location, c.heading FROM "
+                        f"chunk c JOIN document d ON d.id = c.document_id WHERE c.id IN ({marks})"
+                    )
+                ).all()
+            by_id.update((int(row[0]), row) for row in rows)
+        with self._rows_lock:
+            if generation is not None and generation == self._rows_generation:
+                for i, row in by_id.items():
+                    self._rows[i] = row
+                    self._rows.move_to_end(i)
+                while len(self._rows) > PASSAGE_CACHE:
+                    self._rows.popitem(last=False)
         return [
             Hit(
                 chunk_id=i,
