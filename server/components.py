@@ -69,6 +69,7 @@ class Components:
     settings: Settings
     startup: Startup = field(default_factory=Startup)
     observers: Observers = field(default_factory=Observers)
+    _warmer: threading.Thread | None = field(default=None, init=False, repr=False)
 
     @cached_property
     def shutdown(self) -> Shutdown:
@@ -79,7 +80,12 @@ class Components:
         return make_engine(self.settings.engine_url)
 
     def close(self) -> None:
-        """Give the database connections back (a PostgreSQL server counts its clients)."""
+        """Stop background work, then give the database connections back (a PostgreSQL
+        server counts its clients). The fact-cache warm-up is joined, not left running:
+        a thread inside torch while the interpreter exits can abort the process."""
+        self.startup.stop.set()
+        if self._warmer is not None:
+            self._warmer.join(timeout=30)
         if "engine" in self.__dict__:
             self.engine.dispose()
 
@@ -363,7 +369,8 @@ class Components:
             if self.retriever.bm25 is not None:
                 self.retriever.bm25.open()
             if self.settings.fact_cache_warmup:
-                threading.Thread(target=self._warm_fact_cache, daemon=True).start()
+                self._warmer = threading.Thread(target=self._warm_fact_cache, daemon=True)
+                self._warmer.start()
         except StartupCancelled:
             startup.finish(error="shut down while starting")
             return
