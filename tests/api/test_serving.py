@@ -3,6 +3,7 @@ loading; several workers load the starter knowledge once between them."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -12,6 +13,20 @@ from tests.conftest import KNOWLEDGE
 from tests.servers import rodeoai_server, wait_ready
 
 ASK = {"messages": [{"role": "user", "content": "How long is a heading rope?"}]}
+
+
+def every_worker_ready(url: str, *, in_a_row: int = 10, cap_s: float = 120) -> None:
+    """Poll /health on new connections until `in_a_row` answers in a row are past loading:
+    with two workers, both have then answered, almost surely (a generous cap, not a timing
+    assertion)."""
+    deadline = time.monotonic() + cap_s
+    seen = 0
+    while seen < in_a_row:
+        assert time.monotonic() < deadline, "a worker never finished loading"
+        loading = httpx.get(f"{url}/health", timeout=30).json()["status"] == "loading"
+        seen = 0 if loading else seen + 1
+        if loading:
+            time.sleep(0.3)
 
 
 def test_serve_from_another_folder_opens_at_once_and_two_workers_load_the_knowledge_once(
@@ -39,6 +54,7 @@ def test_serve_from_another_folder_opens_at_once_and_two_workers_load_the_knowle
         early = httpx.get(f"{url}/health", timeout=30).json()
         asked = httpx.post(f"{url}/api/chat", json=ASK, timeout=120)
         health = wait_ready(url)
+        every_worker_ready(url)  # the other worker may still be opening its index
         replies = [httpx.post(f"{url}/api/chat", json=ASK, timeout=120) for _ in range(8)]
         final = httpx.get(f"{url}/health", timeout=30).json()
         # New connections, so the kernel spreads them over both workers.
