@@ -86,6 +86,10 @@ class Components:
         self.startup.stop.set()
         if self._warmer is not None:
             self._warmer.join(timeout=30)
+        if "chain" in self.__dict__:  # the local model's decoding thread, for the same reason
+            for backend in self.chain.backends:
+                if isinstance(backend, LlamaCppBackend):
+                    backend.close()
         if "engine" in self.__dict__:
             self.engine.dispose()
 

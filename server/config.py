@@ -71,7 +71,12 @@ class Settings(BaseSettings):
     llm_max_tokens: int = Field(default=256, ge=16, le=4096)
     llm_temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     llm_repeat_penalty: float = Field(default=1.2, ge=1.0, le=2.0)
-    llm_slots: int = Field(default=1, ge=1, description="Concurrent generations in process.")
+    llm_slots: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Answers the local model decodes together, each with its own context.",
+    )
     llm_queue: int = Field(default=8, ge=0, description="Requests allowed to wait for a slot.")
     backends: str | None = Field(
         default=None,

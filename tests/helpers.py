@@ -1,10 +1,17 @@
 """Small helpers shared by test files: sign-up and bearer headers, over any HTTP client;
-and a server-sent event body read back as (event, data) pairs."""
+a server-sent event body read back as (event, data) pairs; and the local model held busy."""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
+
+from server.llm.batching import Job
+from server.llm.llamacpp import LlamaCppBackend
 
 PASSWORD = "correct horse battery"
 
@@ -32,3 +39,31 @@ def sse_events(text: str) -> list[tuple[str, dict[str, Any]]]:
         if "event" in fields:
             found.append((fields["event"], json.loads(fields["data"])))
     return found
+
+
+@contextmanager
+def model_held(backend: LlamaCppBackend) -> Iterator[None]:
+    """Hold one of the local model's slots, as a long answer would: a real generation whose
+    first token stalls the decoding thread until the block ends, then is cancelled."""
+    engine = backend._engine
+    release, gone = threading.Event(), threading.Event()
+    prompt, _ = engine.prompt_tokens([{"role": "user", "content": "Tell a long story."}])
+    engine.submit(
+        Job(
+            prompt=prompt,
+            max_tokens=4096,
+            temperature=0,
+            deadline=time.monotonic() + 120,
+            emit=lambda kind, value: release.wait(60),
+            cancelled=gone,
+        )
+    )
+    for _ in range(600):  # admitted on the decoding thread's next turn
+        if backend.describe()["busy"]:
+            break
+        time.sleep(0.01)
+    try:
+        yield
+    finally:
+        gone.set()
+        release.set()

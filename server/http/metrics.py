@@ -229,7 +229,9 @@ def _queue_families(components: Components) -> Iterator[Metric]:
         "rodeoai_llm_slots_busy", "Slots generating now, by backend.", labels=["backend"]
     )
     slots = GaugeMetricFamily(
-        "rodeoai_llm_slots", "Slots (model instances allowed), by backend.", labels=["backend"]
+        "rodeoai_llm_slots",
+        "Answers a backend decodes together at most, by backend.",
+        labels=["backend"],
     )
     for backend in components.chain.backends:
         described = backend.describe()

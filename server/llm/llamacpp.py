@@ -1,7 +1,7 @@
 """In-process llama.cpp backend: the bundled SmolLM2 GGUF or any GGUF in models/.
 
-llama.cpp is CPU-bound and not thread-safe per model, so each slot owns one `Llama`
-instance and generation runs in a worker thread. Callers beyond slots + queue get Busy.
+One model decodes up to `slots` answers together (server/llm/batching.py), in its own
+thread. Callers beyond slots + queue get Busy.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import importlib.util
 import logging
 import os
 import threading
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from server.errors import AppError, BackendError, Busy
+from server.errors import AppError, BackendError
 from server.llm.base import Backend, GenerationRequest
+from server.llm.batching import BatchEngine, Job
 
 log = logging.getLogger(__name__)
 
@@ -57,56 +57,6 @@ def resolve_model_path(setting: str | None, models_dir: Path) -> Path:
     )
 
 
-class _Slots:
-    """A pool of model instances with a bounded waiting line."""
-
-    def __init__(self, factory: Any, slots: int, queue: int) -> None:
-        self._factory = factory
-        self._size = slots
-        self._queue = queue
-        self._free: list[Any] = []
-        self._created = 0
-        self._waiting = 0
-        self._cond = threading.Condition()
-
-    def acquire(self, timeout: float) -> Any:
-        with self._cond:
-            if not self._free and self._created >= self._size and self._waiting >= self._queue:
-                raise Busy("the local model is busy; try again shortly", retry_after=5)
-            self._waiting += 1
-            try:
-                end = time.monotonic() + timeout
-                while not self._free and self._created >= self._size:
-                    left = end - time.monotonic()
-                    if left <= 0 or not self._cond.wait(left):
-                        raise Busy("timed out waiting for the local model", retry_after=5)
-                if self._free:
-                    return self._free.pop()
-                self._created += 1
-            finally:
-                self._waiting -= 1
-        try:
-            return self._factory()
-        except Exception:
-            with self._cond:
-                self._created -= 1
-                self._cond.notify()
-            raise
-
-    def usage(self) -> dict[str, int]:
-        with self._cond:
-            return {
-                "slots": self._size,
-                "busy": self._created - len(self._free),
-                "waiting": self._waiting,
-            }
-
-    def release(self, model: Any) -> None:
-        with self._cond:
-            self._free.append(model)
-            self._cond.notify()
-
-
 class LlamaCppBackend(Backend):
     name = "llamacpp"
 
@@ -121,73 +71,64 @@ class LlamaCppBackend(Backend):
         queue: int = 8,
     ) -> None:
         self.model_path = model_path
-        self.context = context
-        self.threads = threads or max(1, os.cpu_count() or 1)
-        self.repeat_penalty = repeat_penalty
-        self._slots = _Slots(self._load, slots, queue)
+        self._engine = BatchEngine(
+            model_path,
+            slots=slots,
+            queue=queue,
+            context=context,
+            threads=threads or max(1, os.cpu_count() or 1),
+            repeat_penalty=repeat_penalty,
+        )
 
     @property
     def model(self) -> str:
         return self.model_path.stem
 
+    @property
+    def repeat_penalty(self) -> float:
+        return self._engine.repeat_penalty
+
     def ready(self) -> bool:
         return self.model_path.is_file()
 
     def describe(self) -> dict[str, object]:
-        return {**super().describe(), **self._slots.usage()}
-
-    def _load(self) -> Any:
-        from llama_cpp import Llama
-
-        started = time.monotonic()
-        llm = Llama(
-            model_path=str(self.model_path),
-            n_ctx=self.context,
-            n_threads=self.threads,
-            verbose=False,
-        )
-        log.info("loaded %s in %.1fs", self.model_path.name, time.monotonic() - started)
-        return llm
+        return {**super().describe(), **self._engine.usage()}
 
     def warm_up(self) -> None:
-        """Load one instance now so the first question does not pay for it."""
-        self._slots.release(self._slots.acquire(timeout=60))
+        """Load the model now so the first question does not pay for it."""
+        self._engine.load()
+
+    def close(self) -> None:
+        self._engine.close()
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         cancelled = threading.Event()
 
-        def put(kind: str, value: Any) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
-
-        def work() -> None:
+        def emit(kind: str, value: Any) -> None:
             try:
-                llm = self._slots.acquire(timeout=request.remaining())
-            except Exception as exc:  # Busy or a load failure, reported on the loop
-                put("error", exc)
-                return
-            try:
-                for part in llm.create_chat_completion(
-                    messages=request.messages,
-                    max_tokens=request.max_tokens,
-                    temperature=request.temperature,
-                    repeat_penalty=self.repeat_penalty,
-                    stream=True,
-                ):
-                    if cancelled.is_set() or time.monotonic() > request.deadline:
-                        break
-                    piece = part["choices"][0]["delta"].get("content")
-                    if piece:
-                        put("token", piece)
-                put("done", None)
-            except Exception as exc:
-                put("error", BackendError(f"llama.cpp failed: {exc}"))
-            finally:
-                self._slots.release(llm)
+                loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+            except RuntimeError:  # the loop has closed: nobody is reading
+                cancelled.set()
 
-        worker = threading.Thread(target=work, name="llamacpp-generate", daemon=True)
-        worker.start()
+        try:
+            prompt, stops = await asyncio.to_thread(self._engine.prompt_tokens, request.messages)
+        except AppError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"llama.cpp could not read the prompt: {exc}") from exc
+        self._engine.submit(
+            Job(
+                prompt=prompt,
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+                deadline=request.deadline,
+                emit=emit,
+                cancelled=cancelled,
+                stops=stops,
+            )
+        )
         try:
             while True:
                 kind, value = await asyncio.wait_for(queue.get(), timeout=request.remaining())

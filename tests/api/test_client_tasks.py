@@ -31,7 +31,7 @@ from server.components import Components
 from server.db import AnswerMetric, read_session
 from server.main import create_app
 from tests.conftest import ROOT, settings_for
-from tests.helpers import bearer, sign_up
+from tests.helpers import bearer, model_held, sign_up
 from tests.servers import BIN, copy_data, serving
 
 pytestmark = pytest.mark.one_pass  # quotas and records are tested on both engines elsewhere
@@ -314,15 +314,12 @@ def test_a_task_neither_waits_for_a_busy_model_nor_spends_the_chat_limit(
     question = {"messages": [{"role": "user", "content": "What is a hazer?"}]}
     with TestClient(create_app(settings), raise_server_exceptions=False) as http:
         backend = http.app.state.components.chain.backends[0]  # type: ignore[attr-defined]
-        held = backend._slots.acquire(30)  # the only slot, as a long answer would hold it
-        try:
+        with model_held(backend):  # the only slot, as a long answer would hold it
             for _ in range(3):  # more tasks than the guest's chat limit allows questions
                 done = http.post("/v1/chat/completions", json=title)
                 assert done.status_code == 200 and done.json()["rodeoai"]["task"] == "title"
             busy = http.post("/v1/chat/completions", json=question)
             assert busy.status_code == 503 and busy.json()["error"]["code"] == "busy"
-        finally:
-            backend._slots.release(held)
         limited = http.post("/v1/chat/completions", json=question)
         assert limited.status_code == 429  # the one question this minute was the busy one
 

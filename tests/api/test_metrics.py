@@ -20,7 +20,7 @@ from server.db import counts
 from server.http.metrics import Metrics
 from server.main import create_app
 from tests.conftest import settings_for
-from tests.helpers import PASSWORD, bearer, sign_up, sse_events
+from tests.helpers import PASSWORD, bearer, model_held, sign_up, sse_events
 from tests.servers import copy_data, free_port
 
 # Counters fed by the same services whose database work other tests check on both engines.
@@ -161,10 +161,12 @@ def test_requests_answers_index_and_ingestion_move_with_the_traffic(
 def test_a_real_model_answer_moves_first_token_and_speed_and_a_waiting_question_the_queue(
     shared_data: Path, tmp_path: Path
 ) -> None:
-    settings = settings_for(copy_data(shared_data, tmp_path / "data"), grounding_check=False)
+    settings = settings_for(
+        copy_data(shared_data, tmp_path / "data"), grounding_check=False, llm_slots=1
+    )
     with TestClient(create_app(settings)) as client:
         before = scrape(client)
-        assert before.value("rodeoai_llm_slots", backend="llamacpp") == settings.llm_slots == 1
+        assert before.value("rodeoai_llm_slots", backend="llamacpp") == 1
         assert before.value("rodeoai_llm_queue_depth", backend="llamacpp") == 0
         answer = ask(client, QUESTIONS[1])
         after = scrape(client)
@@ -192,7 +194,6 @@ def test_a_real_model_answer_moves_first_token_and_speed_and_a_waiting_question_
         llamacpp = next(
             b for b in client.app.state.components.chain.backends if b.name == "llamacpp"
         )  # type: ignore[attr-defined]
-        held = llamacpp._slots.acquire(timeout=30)  # stand in for a long generation
         replies: list[int] = []
         waiting = threading.Thread(
             target=lambda: replies.append(
@@ -201,8 +202,8 @@ def test_a_real_model_answer_moves_first_token_and_speed_and_a_waiting_question_
                 ).status_code
             )
         )
-        waiting.start()
-        try:
+        with model_held(llamacpp):  # a long generation holds the only slot
+            waiting.start()
             deadline = time.monotonic() + 30
             while scrape(client).value("rodeoai_llm_queue_depth", backend="llamacpp") != 1:
                 assert time.monotonic() < deadline, "the question never queued"
@@ -210,9 +211,7 @@ def test_a_real_model_answer_moves_first_token_and_speed_and_a_waiting_question_
             queued = scrape(client)
             assert queued.value("rodeoai_llm_slots_busy", backend="llamacpp") == 1
             assert queued.value("rodeoai_http_requests_in_progress") == 1
-        finally:
-            llamacpp._slots.release(held)
-            waiting.join(60)
+        waiting.join(60)
         assert replies == [200]
         assert scrape(client).value("rodeoai_llm_queue_depth", backend="llamacpp") == 0
 
