@@ -333,6 +333,11 @@ class Components:
             )
             log.info("starter knowledge: %s", summary.line())
 
+    @property
+    def warming(self) -> bool:
+        """Whether the fact-cache warm-up still runs (it takes CPU for seconds to minutes)."""
+        return self._warmer is not None and self._warmer.is_alive()
+
     def _warm_fact_cache(self) -> None:
         """The knowledge's sentences into the fact cache, after start-up, in small batches."""
         from sqlalchemy import text

@@ -115,7 +115,9 @@ class PassageOut(BaseModel):
 class HealthOut(BaseModel):
     status: Literal["ok", "degraded", "loading"]
     startup: dict[str, str] = Field(
-        default_factory=dict, description="What a starting server is doing: state and detail."
+        default_factory=dict,
+        description="What a starting server is doing: state and detail; `background` while "
+        "work after start-up still runs.",
     )
     version: str
     models: dict[str, object]

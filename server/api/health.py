@@ -45,7 +45,12 @@ def health(components: ComponentsDep) -> HealthOut:
         documents=documents,
         chunks=chunks,
         index={"store": index.kind, "vectors": index.count, "generation": index.generation},
-        startup={"state": startup.state, "detail": startup.detail},
+        startup={
+            "state": startup.state,
+            "detail": startup.detail,
+            # Ready, with background work still taking CPU (answers wait a little longer).
+            **({"background": "warming the fact cache"} if components.warming else {}),
+        },
     )
 
 

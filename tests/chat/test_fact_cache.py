@@ -105,3 +105,9 @@ def test_the_server_warms_the_cache_after_start_up(kb_settings: Settings) -> Non
         while not embedder.cached(last) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert embedder.cached(last)
+        # /health says so while the warm-up runs, and not once it has finished.
+        while "background" in (startup := http.get("/health").json()["startup"]):
+            assert startup["background"] == "warming the fact cache"
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert not components.warming
