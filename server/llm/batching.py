@@ -36,6 +36,9 @@ STEP_TOKENS = 512
 # As llama-cpp-python's own sampling: its defaults, and its penalty window.
 PENALTY_LAST_N = 64
 TOP_K, TOP_P, MIN_P = 40, 0.95, 0.05
+# Copying a slot's cache moves the whole sequence (llama.cpp copies between sequences'
+# streams only whole): worth it when it saves reading this many prompt tokens.
+COPY_GAIN = 32
 
 Emit = Callable[[str, Any], None]  # ("token", text) | ("done", None) | ("error", exception)
 
@@ -97,9 +100,11 @@ class BatchEngine:
         self._ctx: Any = None
         self._batch: Any = None
         self._format: Any = None
-        # Counters the tests and the benchmark read: decode calls, and prompt tokens evaluated.
+        # Counters the tests and the benchmark read: decode calls, prompt tokens evaluated, and
+        # caches copied from one slot to another.
         self.steps = 0
         self.prompt_evaluated = 0
+        self.copies = 0
 
     # -- outside the decoding thread ------------------------------------------------------
 
@@ -148,8 +153,8 @@ class BatchEngine:
         with self._cond:
             if self._closed:
                 raise BackendError("the local model is shutting down")
-            free = any(slot.job is None for slot in self.slots)
-            if not free and len(self._waiting) >= self.queue:
+            taken = sum(slot.job is not None for slot in self.slots) + len(self._waiting)
+            if taken >= len(self.slots) + self.queue:  # the waiting are not yet in a slot
                 raise Busy("the local model is busy; try again shortly", retry_after=5)
             job.sampler = self._sampler(job.temperature)
             self._waiting.append(job)
@@ -221,6 +226,13 @@ class BatchEngine:
                 return
             job = self._waiting.popleft()
             slot = max(free, key=lambda s: _shared(s.cached, job.prompt))
+            donor = max(self.slots, key=lambda s: _shared(s.cached, job.prompt))
+            if _shared(donor.cached, job.prompt) > _shared(slot.cached, job.prompt) + COPY_GAIN:
+                # Another slot, answering or not, holds more of this prompt (the system
+                # prompt, when four questions arrive at once): copy its whole sequence over.
+                llama_cpp.llama_memory_seq_cp(self._ctx.memory, donor.seq, slot.seq, -1, -1)
+                slot.cached = list(donor.cached)
+                self.copies += 1
             # At least the last prompt token is evaluated again: its logits start the answer.
             keep = min(_shared(slot.cached, job.prompt), len(job.prompt) - 1)
             if not llama_cpp.llama_memory_seq_rm(self._ctx.memory, slot.seq, keep, -1):

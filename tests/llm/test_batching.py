@@ -15,7 +15,7 @@ from llama_cpp import Llama
 
 from server.errors import BackendError, Busy
 from server.llm.base import GenerationRequest
-from server.llm.batching import _stop_prefix
+from server.llm.batching import _shared, _stop_prefix
 from server.llm.llamacpp import LlamaCppBackend, bundled_model_path
 
 pytestmark = pytest.mark.one_pass
@@ -27,12 +27,18 @@ QUESTIONS = [
     "What is the penalty for a knocked barrel?",
 ]
 TOKENS = 40
+# Long enough that copying it between slots pays (COPY_GAIN), as RodeoAI's own prompt is.
+SYSTEM = (
+    "You are RodeoAI, an expert on team roping and rodeo. Answer in two or three plain "
+    "sentences for a roper of intermediate skill. Use only what you know to be true about "
+    "rodeo rules, horses and equipment, and say so when you are unsure."
+)
 PENALTY = 1.2
 
 
 def chat(question: str) -> list[dict[str, str]]:
     return [
-        {"role": "system", "content": "You are a rodeo expert. Answer briefly."},
+        {"role": "system", "content": SYSTEM},
         {"role": "user", "content": question},
     ]
 
@@ -73,16 +79,30 @@ def reference() -> dict[str, str]:
     return out
 
 
-def test_four_answers_decoded_together_match_llama_cpp_python_one_by_one(
+def test_one_answer_at_a_time_is_llama_cpp_pythons_own_token_for_token(
     backend: LlamaCppBackend, reference: dict[str, str]
 ) -> None:
+    for question in QUESTIONS:
+        assert asyncio.run(answer(backend, request(question))) == reference[question]
+
+
+def first_word(text: str) -> str:
+    return text.split()[0] if text.split() else ""
+
+
+def test_four_answers_are_decoded_together(
+    backend: LlamaCppBackend, reference: dict[str, str]
+) -> None:
+    """Decoded in one batch, the arithmetic's rounding follows the batch's shape (as in
+    llama.cpp's own server), so a greedy answer may part from the one-at-a-time answer at a
+    near-tie. Each still opens as its own question's answer: no sequence reads another's."""
     engine = backend._engine
 
     async def all_four() -> list[str]:
         return await asyncio.gather(*(answer(backend, request(q)) for q in QUESTIONS))
 
     answers = asyncio.run(all_four())
-    assert answers == [reference[q] for q in QUESTIONS]
+    assert [first_word(a) for a in answers] == [first_word(reference[q]) for q in QUESTIONS]
     # Together, not in turn: four answers of up to 40 tokens took far fewer decode calls than
     # one per token each (the prompts' first steps, then one shared step per token).
     produced = TOKENS * len(QUESTIONS)
@@ -173,3 +193,22 @@ def test_a_full_engine_answers_busy_and_a_freed_slot_takes_the_next() -> None:
 )
 def test_text_that_may_begin_a_stop_string_is_held_back(text: str, held: int) -> None:
     assert _stop_prefix(text, ("<|im_end|>",)) == held
+
+
+def test_questions_arriving_together_copy_the_shared_prompt_from_a_warm_slot(
+    backend: LlamaCppBackend, reference: dict[str, str]
+) -> None:
+    engine = backend._engine
+    asyncio.run(answer(backend, request(QUESTIONS[0], max_tokens=4)))  # one warm slot
+    prompts = [engine.prompt_tokens(chat(q))[0] for q in QUESTIONS]
+    before = engine.prompt_evaluated
+
+    async def all_four() -> list[str]:
+        return await asyncio.gather(*(answer(backend, request(q)) for q in QUESTIONS))
+
+    answers = asyncio.run(all_four())
+    assert [first_word(a) for a in answers] == [first_word(reference[q]) for q in QUESTIONS]
+    assert engine.copies == 3  # the three cold slots took the warm one's system prompt
+    # The warm question reads its last token again; the others, only past the shared part.
+    expected = 1 + sum(len(p) - _shared(prompts[0], p) for p in prompts[1:])
+    assert engine.prompt_evaluated - before == expected
