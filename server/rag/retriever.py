@@ -65,9 +65,17 @@ class Retriever:
         self._rows_generation: int | None = None
         self._rows_lock = threading.Lock()
 
-    def dense(self, query: str, k: int) -> list[int]:
-        vector = self.embedder.encode_cached([query])[0]  # fact selection reuses it
-        return [chunk_id for chunk_id, _ in self.index.search(vector, k)]
+    def _fresh_lexical(self, query: str, k: int, wanted: bool) -> tuple[int, list[int] | None]:
+        """Bring the index up to the database's generation, then the lexical ranking at it
+        (when `wanted`)."""
+        self.index.refresh_if_stale(self.engine)
+        if self.index.count == 0:
+            raise IndexUnavailable(
+                "no knowledge is loaded yet; run `rodeoai ingest knowledge/` and try again",
+                code="index_empty",
+            )
+        generation = self.index.generation
+        return generation, self.lexical(query, k, generation) if wanted else None
 
     def lexical(self, query: str, k: int, generation: int | None = None) -> list[int]:
         """The in-memory BM25 when it reflects `generation` (the database's, by default),
@@ -88,21 +96,18 @@ class Retriever:
             raise InvalidInput("the search query is empty", code="empty_query")
         if not 1 <= k <= 50:
             raise InvalidInput("k must be between 1 and 50", code="invalid_k")
-        self.index.refresh_if_stale(self.engine)
-        if self.index.count == 0:
-            raise IndexUnavailable(
-                "no knowledge is loaded yet; run `rodeoai ingest knowledge/` and try again",
-                code="index_empty",
-            )
         if mode not in {"hybrid", "dense", "lexical"}:
             raise InvalidInput(f"unknown retrieval mode {mode!r}", code="invalid_mode")
         pool = max(self.candidates, k)
-        # The lexical query and the embedder both release the GIL: run them side by side.
-        generation = self.index.generation
-        lexical = _POOL.submit(self.lexical, query, pool, generation) if mode != "dense" else None
-        rankings = [self.dense(query, pool)] if mode != "lexical" else []
+        # The query's embedding runs beside the generation check and the lexical query: each
+        # spends most of its time outside the GIL, and the embedding is the longest.
+        checked = _POOL.submit(self._fresh_lexical, query, pool, mode != "dense")
+        # Cached: fact selection reuses the question's vector.
+        vector = self.embedder.encode_cached([query])[0] if mode != "lexical" else None
+        generation, lexical = checked.result()
+        rankings = [] if vector is None else [[i for i, _ in self.index.search(vector, pool)]]
         if lexical is not None:
-            rankings.append(lexical.result())
+            rankings.append(lexical)
         fused: dict[int, float] = {}
         for ranking in rankings:
             for rank, chunk_id in enumerate(ranking):

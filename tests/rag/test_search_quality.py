@@ -21,11 +21,7 @@ def recall_at(components: Components, rank: str, k: int = 5) -> float:
     retriever = components.retriever
     found = 0
     for item in QUESTIONS:
-        if rank == "hybrid":
-            sources = [h.source for h in retriever.search(item["question"], k)]
-        else:
-            ids = getattr(retriever, rank)(item["question"], k)
-            sources = [h.source for h in retriever._hydrate([(i, 0.0) for i in ids])]
+        sources = [h.source for h in retriever.search(item["question"], k, rank)]
         found += bool(set(sources) & set(item["expected"]))
     return found / len(QUESTIONS)
 
