@@ -374,14 +374,16 @@ class Ingestor:
     def _embed(self, group: list[_Prepared], progress: Progress | None) -> None:
         """Fill each file's vectors: unchanged chunks keep theirs, the rest are encoded in
         slices of the whole group, with each file's progress told after every slice."""
-        todo = [(p, i) for p in group for i in p.todo]
+        todo = [(p, i, embedding_input(p.loaded.title, p.drafts[i])) for p in group for i in p.todo]
+        # Longest first across the whole group, as the encoder sorts within one call: each
+        # slice then pads its batches to similar lengths (slices cut from file order padded
+        # short chunks to long ones, 4% slower than one call on the starter knowledge).
+        todo.sort(key=lambda item: len(item[2]), reverse=True)
         for start in range(0, len(todo), ENCODE_BATCH):
             batch = todo[start : start + ENCODE_BATCH]
-            vectors = self.embedder.encode(
-                [embedding_input(p.loaded.title, p.drafts[i]) for p, i in batch]
-            )
+            vectors = self.embedder.encode([text for _, _, text in batch])
             touched: dict[int, _Prepared] = {}
-            for (prepared, i), vector in zip(batch, vectors, strict=True):
+            for (prepared, i, _), vector in zip(batch, vectors, strict=True):
                 prepared.vectors[i] = vector
                 prepared.encoded += 1
                 touched[id(prepared)] = prepared
