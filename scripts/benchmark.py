@@ -56,7 +56,9 @@ def percentile(values: list[float], pct: float) -> float:
     return float(np.percentile(np.asarray(values), pct))
 
 
-def bench_ingestion(components: Components) -> Goal:
+def bench_ingestion(components: Components, rounds: int) -> Goal:
+    """The starter knowledge ingested into `components`, and into fresh databases for the
+    further rounds, beside the raw encode of the same texts as often; the best of each."""
     embedder = components.embedder
     # Both sides start with a loaded, warmed model: the raw encode below runs after ours,
     # and torch's first call in a process costs extra that a real ingestion pays once.
@@ -65,6 +67,13 @@ def bench_ingestion(components: Components) -> Goal:
     summary = components.ingestor.ingest([KNOWLEDGE])
     ours = time.perf_counter() - started
     chunks = summary.added_chunks
+    for _ in range(rounds - 1):
+        with tempfile.TemporaryDirectory() as tmp:
+            again = Components(settings(Path(tmp)))
+            started = time.perf_counter()
+            again.ingestor.ingest([KNOWLEDGE])
+            ours = min(ours, time.perf_counter() - started)
+            again.close()
 
     texts: list[str] = []
     for path in sorted(KNOWLEDGE.glob("*.md")):
@@ -76,9 +85,11 @@ def bench_ingestion(components: Components) -> Goal:
             overlap=components.settings.chunk_overlap,
         )
         texts.extend(embedding_input(loaded.title, d) for d in drafts)
-    started = time.perf_counter()
-    embedder._model.encode(texts, batch_size=32, normalize_embeddings=True)
-    raw = time.perf_counter() - started
+    raw = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        embedder._model.encode(texts, batch_size=32, normalize_embeddings=True)
+        raw = min(raw, time.perf_counter() - started)
     print(f"== ingestion (starter knowledge, {summary.added_documents} documents, {chunks} chunks)")
     print(f"  rodeoai ingest            {chunks / ours:8.1f} chunks/s  ({ours:.2f} s)")
     print(f"  raw SentenceTransformer   {len(texts) / raw:8.1f} chunks/s  ({raw:.2f} s)")
@@ -168,7 +179,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         components = Components(settings(Path(tmp)))
         components.index  # noqa: B018
-        goals.append(bench_ingestion(components))
+        goals.append(bench_ingestion(components, 1 if args.quick else 3))
         if not args.quick:
             bench_answers(components)
         base = base_embeddings(components, 400)
