@@ -122,7 +122,10 @@ class BatchEngine:
             if self._thread is not None:
                 return
             started = time.monotonic()
-            self._model, self._ctx, self._batch, self._format = _open(self)
+            try:
+                self._model, self._ctx, self._batch, self._format = _open(self)
+            except Exception as exc:  # a damaged GGUF: the chain goes on to the next backend
+                raise BackendError(f"could not load {self.model_path.name}: {exc}") from exc
             self._thread = threading.Thread(target=self._run, name="llamacpp-batch", daemon=True)
             self._thread.start()
             log.info(

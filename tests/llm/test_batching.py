@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from llama_cpp import Llama
@@ -212,3 +213,13 @@ def test_questions_arriving_together_copy_the_shared_prompt_from_a_warm_slot(
     # The warm question reads its last token again; the others, only past the shared part.
     expected = 1 + sum(len(p) - _shared(prompts[0], p) for p in prompts[1:])
     assert engine.prompt_evaluated - before == expected
+
+
+def test_a_damaged_model_file_is_a_backend_error_not_a_crash(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 64)
+    backend = LlamaCppBackend(broken, context=512, threads=1, repeat_penalty=PENALTY)
+    with pytest.raises(BackendError, match=r"could not load broken\.gguf"):
+        backend.warm_up()
+    with pytest.raises(BackendError, match=r"could not load broken\.gguf"):
+        asyncio.run(answer(backend, request(QUESTIONS[0])))
