@@ -16,7 +16,7 @@ from llama_cpp import Llama
 
 from server.errors import BackendError, Busy
 from server.llm.base import GenerationRequest
-from server.llm.batching import _shared, _stop_prefix
+from server.llm.batching import COPY_GAIN, _shared, _stop_prefix
 from server.llm.llamacpp import LlamaCppBackend, bundled_model_path
 
 pytestmark = pytest.mark.one_pass
@@ -209,10 +209,14 @@ def test_questions_arriving_together_copy_the_shared_prompt_from_a_warm_slot(
 
     answers = asyncio.run(all_four())
     assert [first_word(a) for a in answers] == [first_word(reference[q]) for q in QUESTIONS]
-    assert engine.copies == 3  # the three cold slots took the warm one's system prompt
-    # The warm question reads its last token again; the others, only past the shared part.
-    expected = 1 + sum(len(p) - _shared(prompts[0], p) for p in prompts[1:])
-    assert engine.prompt_evaluated - before == expected
+    # Whichever question the decoding thread admits first takes the warm slot; the other
+    # three land on cold slots and copy a shared prompt from a slot that holds one.
+    assert engine.copies == 3
+    # So no question reads the system prompt the four share again. (Which donor each copies
+    # from, and so how much more than that each skips, depends on the order they arrive in.)
+    common = min(_shared(prompts[0], p) for p in prompts[1:])
+    assert common > COPY_GAIN
+    assert engine.prompt_evaluated - before <= sum(len(p) - common for p in prompts)
 
 
 def test_a_damaged_model_file_is_a_backend_error_not_a_crash(tmp_path: Path) -> None:
