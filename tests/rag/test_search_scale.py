@@ -115,6 +115,18 @@ def test_a_large_base_answers_from_the_database_until_the_background_build_lands
         components.close()
 
 
+def exact_twin(index: VectorIndex, components: Components, tmp_path: Path) -> VectorIndex:
+    """An exact index over the same chunks, to compare the approximate one with."""
+    exact = VectorIndex(
+        tmp_path / "exact",
+        embedder=index.embedder,
+        dimension=index.dimension,
+        ann_min_chunks=10**9,
+    )
+    exact.rebuild(components.engine)
+    return exact
+
+
 def test_above_the_threshold_the_vector_index_is_approximate_and_stays_correct(
     kb_settings: Settings, tmp_path: Path
 ) -> None:
@@ -124,13 +136,7 @@ def test_above_the_threshold_the_vector_index_is_approximate_and_stays_correct(
         index = components.index
         index.rebuild(components.engine)
         assert index.approximate and index.count == components.chunk_total() >= 200
-        exact_index = VectorIndex(
-            tmp_path / "exact",
-            embedder=index.embedder,
-            dimension=index.dimension,
-            ann_min_chunks=10**9,
-        )
-        exact_index.rebuild(components.engine)
+        exact_index = exact_twin(index, components, tmp_path)
         assert not exact_index.approximate
         vectors = components.embedder.encode([q["question"] for q in QUESTIONS])
         recall = np.mean(
@@ -214,13 +220,7 @@ def test_an_approximate_index_lost_in_a_crash_is_rebuilt_and_ranks_as_before(
     try:
         rebuilt = after.index  # opened: unreadable, so rebuilt from the stored embeddings
         assert rebuilt.approximate and rebuilt.count == after.chunk_total()
-        exact_index = VectorIndex(
-            tmp_path / "exact",
-            embedder=rebuilt.embedder,
-            dimension=rebuilt.dimension,
-            ann_min_chunks=10**9,
-        )
-        exact_index.rebuild(after.engine)
+        exact_index = exact_twin(rebuilt, after, tmp_path)
         exact = [[i for i, _ in exact_index.search(v, 5)] for v in vectors]
         again = [[i for i, _ in rebuilt.search(v, 5)] for v in vectors]
         # The same top-5 as exact search, question by question, up to the inverted file's
