@@ -5,11 +5,12 @@ BIN    := $(VENV)/bin
 # torch is installed first and pinned: an open torch requirement would pull the multi-GB CUDA
 # build. llama-cpp-python is built once as a portable wheel by scripts/llama_wheel.sh (pip's
 # own cache keeps a -march=native build keyed by version only, and that build segfaulted on
-# this CPU's AMX path), then installed from that folder
+# this CPU's AMX path), then installed from that folder, replacing any other build of the
+# same version
 # (its dependencies come with the app).
 TORCH  := torch==2.13.0
 LLAMA  := 0.3.36
-LLAMA_INSTALL = $(BIN)/pip install --quiet --no-index --no-deps \
+LLAMA_INSTALL = $(BIN)/pip install --quiet --no-index --no-deps --force-reinstall \
 	--find-links "$$(sh scripts/llama_wheel.sh $(BIN)/pip $(LLAMA))" llama-cpp-python==$(LLAMA)
 
 .PHONY: run test e2e-openwebui lint format bench setup setup-dev clean help

@@ -8,6 +8,12 @@
 # F16C, as on any x86 server of the last decade; generic on other architectures) and key
 # the folder by those flags, so a cached wheel is always the portable one.
 #
+# ggml also gets its own thread pool instead of OpenMP (GGML_OPENMP=OFF). torch brings its
+# own libgomp into the same process, and libgomp stops spinning at its barriers once it
+# manages more threads than there are CPUs: with torch's threads and ggml's both counted,
+# each of ggml's hundreds of barriers per token went to sleep, and the server decoded at
+# about 60 tokens/s where llama-cpp-python alone did 95 (2 cores).
+#
 # Usage: scripts/llama_wheel.sh PIP VERSION  (prints the wheel folder on stdout)
 set -eu
 PIP="$1"
@@ -20,6 +26,8 @@ case "$(uname -m)" in
         FLAGS="-DGGML_NATIVE=OFF"
         LEVEL="$(uname -m)-generic" ;;
 esac
+FLAGS="$FLAGS -DGGML_OPENMP=OFF"
+LEVEL="$LEVEL-threadpool"
 DIR="${RODEOAI_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rodeoai/wheels}/llama-cpp-python-$VERSION-$LEVEL"
 if ! ls "$DIR"/llama_cpp_python-"$VERSION"-*.whl >/dev/null 2>&1; then
     echo "building llama-cpp-python $VERSION for $LEVEL (once; about 4 minutes on 2 cores)..." >&2

@@ -11,6 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 CHILD = textwrap.dedent(
     """
@@ -44,3 +45,20 @@ def test_bundled_model_generates_in_a_worker_thread() -> None:
     )
     text = done.stdout.split("TEXT:", 1)[-1].strip()
     assert len(text.split()) >= 3, done.stdout
+
+
+def test_ggml_runs_its_own_threads_not_openmp() -> None:
+    """torch loads libgomp into the same process. libgomp counts every OpenMP thread, and
+    with more than there are CPUs it stops spinning at barriers: ggml's barriers (hundreds
+    per token) then slept, and the server decoded at about 60 tokens/s where
+    llama-cpp-python alone did 95. scripts/llama_wheel.sh builds with GGML_OPENMP=OFF."""
+    import llama_cpp
+
+    libraries = sorted((Path(llama_cpp.__file__).parent / "lib").glob("libggml-cpu*.so*"))
+    assert libraries, "llama-cpp-python has no libggml-cpu in its lib folder"
+    for library in libraries:
+        data = library.read_bytes()
+        assert b"libgomp" not in data and b"GOMP_barrier" not in data, (
+            f"{library.name} uses OpenMP; rebuild with `make clean setup` "
+            "(scripts/llama_wheel.sh turns it off)"
+        )
