@@ -28,6 +28,7 @@ from server.chat.prompting import build_messages, fit_passages, select_facts
 from server.components import Components
 from server.config import Settings
 from server.rag.chunking import chunk_sections
+from server.rag.embedder import FORWARD_BATCH
 from server.rag.ingest import embedding_input
 from server.rag.loaders import load_file
 
@@ -85,14 +86,21 @@ def bench_ingestion(components: Components, rounds: int) -> Goal:
             overlap=components.settings.chunk_overlap,
         )
         texts.extend(embedding_input(loaded.title, d) for d in drafts)
-    raw = float("inf")
+    raw = at_ours = float("inf")
     for _ in range(rounds):
         started = time.perf_counter()
-        embedder._model.encode(texts, batch_size=32, normalize_embeddings=True)
+        embedder._model.encode(texts, batch_size=32, normalize_embeddings=True)  # its default
         raw = min(raw, time.perf_counter() - started)
+        started = time.perf_counter()
+        embedder._model.encode(texts, batch_size=FORWARD_BATCH, normalize_embeddings=True)
+        at_ours = min(at_ours, time.perf_counter() - started)
     print(f"== ingestion (starter knowledge, {summary.added_documents} documents, {chunks} chunks)")
     print(f"  rodeoai ingest            {chunks / ours:8.1f} chunks/s  ({ours:.2f} s)")
     print(f"  raw SentenceTransformer   {len(texts) / raw:8.1f} chunks/s  ({raw:.2f} s)")
+    print(
+        f"  raw, in batches of {FORWARD_BATCH:<2d}    {len(texts) / at_ours:8.1f} chunks/s  "
+        f"({at_ours:.2f} s; ours encodes in these)"
+    )
     ratio = (chunks / ours) / (len(texts) / raw)
     print(f"  ratio (ours / raw)        {ratio:8.2f}")
     return Goal(
@@ -100,7 +108,7 @@ def bench_ingestion(components: Components, rounds: int) -> Goal:
         f"{chunks / ours:.1f} chunks/s",
         f"{len(texts) / raw:.1f} chunks/s",
         ratio,
-        ">= 0.95x raw encode",
+        ">= 0.95x raw encode at its default batch of 32",
         ratio >= 0.95,
     )
 

