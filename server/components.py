@@ -87,9 +87,7 @@ class Components:
         if self._warmer is not None:
             self._warmer.join(timeout=30)
         if "chain" in self.__dict__:  # the local model's decoding thread, for the same reason
-            for backend in self.chain.backends:
-                if isinstance(backend, LlamaCppBackend):
-                    backend.close()
+            self.chain.close()
         if "engine" in self.__dict__:
             self.engine.dispose()
 

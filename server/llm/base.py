@@ -62,5 +62,10 @@ class Backend(ABC):
     def describe(self) -> dict[str, object]:
         return {"backend": self.name, "model": self.model, "ready": self.ready()}
 
+    def close(self) -> None:
+        """Stop what the backend runs in the background (the local model's decoding
+        thread); nothing by default."""
+        return None
+
     @abstractmethod
     def stream(self, request: GenerationRequest) -> AsyncIterator[str]: ...

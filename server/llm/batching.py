@@ -228,16 +228,18 @@ class BatchEngine:
             if not free:
                 return
             job = self._waiting.popleft()
-            slot = max(free, key=lambda s: _shared(s.cached, job.prompt))
-            donor = max(self.slots, key=lambda s: _shared(s.cached, job.prompt))
-            if _shared(donor.cached, job.prompt) > _shared(slot.cached, job.prompt) + COPY_GAIN:
+            shared = {slot.seq: _shared(slot.cached, job.prompt) for slot in self.slots}
+            slot = max(free, key=lambda s: shared[s.seq])
+            donor = max(self.slots, key=lambda s: shared[s.seq])
+            if shared[donor.seq] > shared[slot.seq] + COPY_GAIN:
                 # Another slot, answering or not, holds more of this prompt (the system
                 # prompt, when four questions arrive at once): copy its whole sequence over.
                 llama_cpp.llama_memory_seq_cp(self._ctx.memory, donor.seq, slot.seq, -1, -1)
                 slot.cached = list(donor.cached)
+                shared[slot.seq] = shared[donor.seq]
                 self.copies += 1
             # At least the last prompt token is evaluated again: its logits start the answer.
-            keep = min(_shared(slot.cached, job.prompt), len(job.prompt) - 1)
+            keep = min(shared[slot.seq], len(job.prompt) - 1)
             if not llama_cpp.llama_memory_seq_rm(self._ctx.memory, slot.seq, keep, -1):
                 keep = 0
                 llama_cpp.llama_memory_seq_rm(self._ctx.memory, slot.seq, -1, -1)

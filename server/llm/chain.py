@@ -69,6 +69,10 @@ class FailoverChain:
             except Exception:  # a listener's fault never costs an answer
                 log.exception("a failover observer failed")
 
+    def close(self) -> None:
+        for backend in self.backends:
+            backend.close()
+
     def describe(self) -> list[dict[str, object]]:
         return [b.describe() for b in self.backends]
 
