@@ -184,24 +184,26 @@ def main() -> None:
             components.close()
         print_goals(bench_pgvector(100_000, base, questions()))
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        components = Components(settings(Path(tmp)))
+    # The folder the ingestion goal fills is the streaming server's knowledge later.
+    with tempfile.TemporaryDirectory() as knowledge:
+        components = Components(settings(Path(knowledge)))
         components.index  # noqa: B018
         goals.append(bench_ingestion(components, 1 if args.quick else 3))
         if not args.quick:
             bench_answers(components)
         base = base_embeddings(components, 400)
         components.close()
-    sizes = (10_000,) if args.quick else (10_000, 100_000, 1_000_000)
-    empty = empty_ready()
-    for size in sizes:
-        goals += bench_size(size, base, questions(), chroma=size == 100_000, empty_ready=empty)
-        if size == 100_000:
-            goals += bench_pgvector(size, base, questions())
-    retrieval = next(
-        (float(g.figure.split()[0]) for g in goals if g.name.startswith("search: hybrid")), 0.0
-    )
-    goals += bench_streaming(1 if args.quick else 2, retrieval)
+        sizes = (10_000,) if args.quick else (10_000, 100_000, 1_000_000)
+        empty = empty_ready()
+        for size in sizes:
+            goals += bench_size(size, base, questions(), chroma=size == 100_000, empty_ready=empty)
+            if size == 100_000:
+                goals += bench_pgvector(size, base, questions())
+        retrieval = next(
+            (float(g.figure.split()[0]) for g in goals if g.name.startswith("search: hybrid")),
+            0.0,
+        )
+        goals += bench_streaming(1 if args.quick else 2, retrieval, Path(knowledge))
     print_goals(goals)
 
 
