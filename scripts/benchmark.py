@@ -1,7 +1,7 @@
 """Benchmarks that print figures (never assertions): ingestion, search and answer speed.
 
     make bench                      # everything: about 25 minutes on 2 cores
-    make bench BENCH_ARGS=--quick   # 10,000 chunks, one streaming round: about 3 minutes
+    make bench BENCH_ARGS=--quick   # 10,000 chunks, one streaming round: about 2 minutes
     make bench BENCH_ARGS=--pgvector  # only pgvector beside FAISS at 100,000 chunks
 
 Each figure is shown next to the raw library (or the peer named) doing the same work in the
@@ -167,7 +167,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--quick", action="store_true", help="10,000 chunks and one round: about 3 minutes"
+        "--quick", action="store_true", help="10,000 chunks and one round: about 2 minutes"
     )
     parser.add_argument(
         "--pgvector",
